@@ -1,0 +1,108 @@
+"""The onnxruntime session: the only module of the project that creates one."""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be loaded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the agent needs to know about a detection model.
+
+    input_hw: (height, width) in pixels. names: class id -> label.
+    head: 'classic' or 'end2end'. output_shape: the first output's static shape.
+    """
+
+    input_name: str
+    input_hw: tuple[int, int]
+    output_shape: tuple[int, ...]
+    names: dict[int, str]
+    head: str
+    metadata: dict[str, str]
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # One model, one request at a time: inter-op threads would only compete with intra-op ones.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def _parse_names(raw: str | None, classes: int | None) -> dict[int, str]:
+    if raw:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, dict):
+            return {int(k): str(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return dict(enumerate(map(str, value)))
+    return {i: str(i) for i in range(classes or 0)}
+
+
+def infer_head(output_shape: tuple[int, ...], metadata: dict[str, str]) -> str:
+    """'end2end' for (1, N, 6) outputs, 'classic' for (1, 4 + nc, N); metadata wins when present."""
+    declared = metadata.get("yolo_edge_head")
+    if declared in ("classic", "end2end"):
+        return declared
+    if len(output_shape) == 3 and output_shape[2] == 6 and output_shape[1] > output_shape[2]:
+        return "end2end"
+    return "classic"
+
+
+class InferenceModel:
+    """An onnxruntime CPU session for a single-input, batch-1 detection model."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads or default_threads()
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=session_options(self.threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises several unrelated types for a bad file
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"cannot load model {self.path}: {first_line}") from error
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelLoadError(f"model {self.path} must have one (1, 3, H, W) input, has {[i.shape for i in inputs]}")
+        height, width = inputs[0].shape[2:]
+        if not isinstance(height, int) or not isinstance(width, int):
+            raise ModelLoadError(f"model {self.path} has a dynamic input size; export it with a fixed imgsz")
+        self._input_name = inputs[0].name
+        self._output_names = [self.session.get_outputs()[0].name]
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        output_shape = tuple(d if isinstance(d, int) else -1 for d in self.session.get_outputs()[0].shape)
+        head = infer_head(output_shape, metadata)
+        classes = output_shape[1] - 4 if head == "classic" and output_shape[1] > 4 else None
+        self.info = ModelInfo(
+            input_name=self._input_name,
+            input_hw=(height, width),
+            output_shape=output_shape,
+            names=_parse_names(metadata.get("names"), classes),
+            head=head,
+            metadata=metadata,
+        )
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """Run one (1, 3, H, W) float32 tensor; return the first output."""
+        return self.session.run(self._output_names, {self._input_name: tensor})[0]

@@ -1,0 +1,108 @@
+"""Letterbox preprocessing, identical to Ultralytics' for a static-shape export.
+
+Calibration (converter) and deployment (agent) both call this module, so the
+INT8 scales are measured on exactly the pixels the device will feed the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+DEFAULT_PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class LetterboxTransform:
+    """How a source frame was placed on the model's input canvas.
+
+    scale_x, scale_y: input pixels per source pixel (equal up to the rounding of
+    the resized size). pad_x, pad_y: left and top padding in input pixels.
+    resized_wh: size of the resized frame on the canvas. source_hw: (height,
+    width) of the source frame in pixels.
+    """
+
+    scale_x: float
+    scale_y: float
+    resized_wh: tuple[int, int]
+    pad_x: int
+    pad_y: int
+    source_hw: tuple[int, int]
+
+
+class Letterbox:
+    """Resize keeping aspect ratio and pad to a fixed (height, width) canvas.
+
+    Reuses its canvas and tensor buffers between calls: the agent calls it once
+    per frame and allocating 5 MB per frame at 640 would churn the allocator.
+    """
+
+    def __init__(self, input_hw: tuple[int, int], pad_value: int = DEFAULT_PAD_VALUE) -> None:
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.pad_value = int(pad_value)
+        self._canvas = np.full((*self.input_hw, 3), self.pad_value, dtype=np.uint8)
+        self._tensor = np.empty((1, 3, *self.input_hw), dtype=np.float32)
+        self._last_placement: tuple[int, int, int, int] | None = None
+
+    def transform_for(self, source_hw: tuple[int, int]) -> LetterboxTransform:
+        """The placement Ultralytics' LetterBox(auto=False, center=True) uses."""
+        src_h, src_w = source_hw
+        dst_h, dst_w = self.input_hw
+        scale = min(dst_h / src_h, dst_w / src_w)
+        new_w, new_h = max(round(src_w * scale), 1), max(round(src_h * scale), 1)
+        # The -0.1 mirrors Ultralytics' rounding so odd padding splits the same way.
+        pad_x = round((dst_w - new_w) / 2 - 0.1)
+        pad_y = round((dst_h - new_h) / 2 - 0.1)
+        return LetterboxTransform(
+            scale_x=new_w / src_w, scale_y=new_h / src_h, resized_wh=(new_w, new_h),
+            pad_x=pad_x, pad_y=pad_y, source_hw=(src_h, src_w),
+        )
+
+    def canvas(self, image_bgr: np.ndarray) -> tuple[np.ndarray, LetterboxTransform]:
+        """Return the (H, W, 3) uint8 BGR canvas (a reused buffer) and the transform."""
+        src_h, src_w = image_bgr.shape[:2]
+        transform = self.transform_for((src_h, src_w))
+        new_w, new_h = transform.resized_wh
+        placement = (transform.pad_x, transform.pad_y, new_w, new_h)
+        if placement != self._last_placement:
+            self._canvas.fill(self.pad_value)
+            self._last_placement = placement
+        if (new_w, new_h) != (src_w, src_h):
+            resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else:
+            resized = image_bgr
+        self._canvas[transform.pad_y : transform.pad_y + new_h, transform.pad_x : transform.pad_x + new_w] = resized
+        return self._canvas, transform
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[np.ndarray, LetterboxTransform]:
+        """Return the model input, (1, 3, H, W) float32 RGB in 0..1 (a reused buffer), and the transform."""
+        canvas, transform = self.canvas(image_bgr)
+        # HWC BGR uint8 -> CHW RGB float32 in one pass per channel, into the reused tensor.
+        for channel in range(3):
+            np.multiply(canvas[:, :, 2 - channel], 1.0 / 255.0, out=self._tensor[0, channel], casting="unsafe")
+        return self._tensor, transform
+
+
+def boxes_to_source(boxes_xyxy: np.ndarray, transform: LetterboxTransform) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from input-canvas pixels to source pixels, clipped to the frame."""
+    out = np.asarray(boxes_xyxy, dtype=np.float32).copy()
+    out[:, [0, 2]] -= transform.pad_x
+    out[:, [1, 3]] -= transform.pad_y
+    out[:, [0, 2]] /= transform.scale_x
+    out[:, [1, 3]] /= transform.scale_y
+    src_h, src_w = transform.source_hw
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, src_w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, src_h)
+    return out
+
+
+def boxes_to_input(boxes_xyxy: np.ndarray, transform: LetterboxTransform) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from source pixels to input-canvas pixels (the inverse of boxes_to_source)."""
+    out = np.asarray(boxes_xyxy, dtype=np.float32).copy()
+    out[:, [0, 2]] *= transform.scale_x
+    out[:, [1, 3]] *= transform.scale_y
+    out[:, [0, 2]] += transform.pad_x
+    out[:, [1, 3]] += transform.pad_y
+    return out

@@ -188,7 +188,10 @@ def match_predictions(
     claimed = np.zeros((len(true_boxes_xyxy), t), dtype=bool)
     columns = np.arange(t)
     # Stable so equal scores keep the caller's order, which is what an NMS output list already is.
-    for j in np.argsort(-pred_scores, kind="stable"):
+    order = np.argsort(-pred_scores, kind="stable")
+    # A prediction below the lowest threshold everywhere can neither match nor claim; skipping it keeps
+    # the Python loop short for the usual ~300 NMS outputs per image.
+    for j in order[(iou[:, order] >= thresholds.min()).any(axis=0)]:
         available = np.where(claimed, 0.0, iou[:, j, None])  # (M, T)
         best = available.argmax(axis=0)  # per threshold, the highest-IoU box still free
         hit = available[best, columns] >= thresholds

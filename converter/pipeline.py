@@ -107,6 +107,8 @@ def _verdict(request: ConvertRequest, validation: Validation) -> tuple[bool, str
         if drop <= request.max_map_drop:
             return True, f"INT8 mAP50-95 is within {request.max_map_drop:g} points of FP32 (drop {drop:.2f})"
         return False, f"INT8 mAP50-95 dropped {drop:.2f} points, more than --max-map-drop {request.max_map_drop:g}"
+    if not validation.figures["int8"].reference_boxes:
+        return False, "FP32 detected nothing on the validation images, so INT8 cannot be judged; pass a labelled --val"
     score = validation.figures["int8"].agreement_map50
     if score >= request.min_agreement:
         return True, f"INT8 agrees with FP32 (agreement mAP50 {score:.3f} >= {request.min_agreement:g})"

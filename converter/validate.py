@@ -40,6 +40,7 @@ class PrecisionFigures:
     map50_95: float | None = None
     agreement_map50: float | None = None
     mean_best_iou: float | None = None
+    reference_boxes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,10 @@ def validate_models(
                 ((r.boxes_xyxy, r.class_ids) for r in references),
                 ((d.boxes_xyxy, d.scores, d.class_ids) for d in predictions[precision]),
             )
-            values = {"agreement_map50": scored.map50, "mean_best_iou": scored.mean_best_iou}
+            values = {
+                "agreement_map50": scored.map50, "mean_best_iou": scored.mean_best_iou,
+                "reference_boxes": scored.reference_boxes,
+            }
         figures[precision] = PrecisionFigures(
             precision=precision, latency_ms=statistics.median(times), size_bytes=path.stat().st_size, **values
         )

@@ -1,0 +1,63 @@
+"""`yolo-edge-agent bench`: per-stage latency of each precision in a bundle, on this board."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from agent.bundle import load_bundle
+from agent.capture import SourceError
+from agent.config import AgentConfig
+from agent.detector import load_detector
+from agent.sources import open_source
+
+WARMUP_FRAMES = 3
+
+
+def _frames(uri: str | None, count: int) -> tuple[list[np.ndarray], str]:
+    """Up to `count` frames from a file or folder source, or grey noise frames when none is given."""
+    if uri is None:
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+        return [np.roll(base, i * 8, axis=1) for i in range(count)], "synthetic 640x480 frames"
+    frames = []
+    with open_source(uri) as source:
+        while len(frames) < count and not source.ended:
+            frame = source.read(timeout=5.0)
+            if frame is not None:
+                frames.append(frame.image)
+    if not frames:
+        raise SourceError(f"source {uri} gave no frames")
+    # Cycle short sources so every precision sees the same number of frames.
+    return list(itertools.islice(itertools.cycle(frames), count)), uri
+
+
+def command_bench(config: AgentConfig, count: int, uri: str | None) -> int:
+    path = config.model.path
+    precisions = [p for p in ("fp32", "int8") if p in load_bundle(path).files] if path.is_dir() else ["auto"]
+    frames, described = _frames(uri, count)
+    threads = config.model.threads or 0
+    print(f"bench: {path}, {len(frames)} frames from {described}, threads={threads or 'all cores'}")
+    header = f"{'precision':<10}{'preprocess':>12}{'inference':>12}{'postprocess':>13}{'total':>10}{'fps':>8}"
+    print(header + "\n" + "-" * len(header) + "   (median ms per frame)")
+    fps_by_precision = {}
+    for precision in precisions:
+        detector, _ = load_detector(path, precision, threads, confidence=config.model.confidence, iou=config.model.iou)
+        for image in frames[:WARMUP_FRAMES]:
+            detector.detect(image)
+        stages = []
+        started = time.perf_counter()
+        for image in frames:
+            _, pre, inf, post = detector.detect(image)
+            stages.append((pre, inf, post))
+        elapsed = time.perf_counter() - started
+        pre, inf, post = np.median(np.array(stages), axis=0)
+        fps = len(frames) / elapsed
+        fps_by_precision[detector.identity.precision] = fps
+        total = pre + inf + post
+        print(f"{detector.identity.precision:<10}{pre:>12.2f}{inf:>12.2f}{post:>13.2f}{total:>10.2f}{fps:>8.1f}")
+    if {"int8", "fp32"} <= fps_by_precision.keys():
+        print(f"INT8 / FP32 throughput: {fps_by_precision['int8'] / fps_by_precision['fp32']:.2f}x")
+    return 0

@@ -1,0 +1,171 @@
+"""yolo-edge-agent: run | check | bench.
+
+Errors a user can cause (config, source, model, broker) become one line and
+exit code 2 before anything starts, so systemd's Restart=on-failure acts and
+the journal says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from agent.bundle import BundleError
+from agent.capture import SourceError
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.detector import Detector, LoadReport, load_detector
+from agent.inference import ModelLoadError
+from agent.publisher import Publisher, StdoutPublisher
+from agent.runner import AgentLoop, LoopSettings
+from agent.sources import open_source
+
+log = logging.getLogger("yolo_edge.agent")
+
+EXIT_USER_ERROR = 2
+CHECK_TIMEOUT_S = 5.0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (see systemd/agent.example.toml)")
+    parser.add_argument("--source", help="camera index or /dev/videoN, rtsp/http URL, video file, folder, picamera2")
+    parser.add_argument("--model", type=Path, help="bundle directory or .onnx file")
+    parser.add_argument("--precision", choices=("auto", "int8", "fp32"))
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (0 = all cores)")
+    parser.add_argument("--mqtt-host")
+    parser.add_argument("--mqtt-port", type=int)
+    parser.add_argument("--device-id")
+    parser.add_argument("--loop", action="store_true", default=None, help="restart a video file or folder at its end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolo-edge-agent", description="YOLO detections from a camera to MQTT.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the detector and publish over MQTT")
+    _add_common(run)
+    run.add_argument("--max-frames", type=int, default=0, help="stop cleanly after N processed frames")
+    run.add_argument("--dry-run", action="store_true", help="print messages as JSON lines instead of MQTT")
+    check = commands.add_parser("check", help="validate config, source, model and broker, then exit")
+    _add_common(check)
+    bench = commands.add_parser("bench", help="per-stage latency table, FP32 vs INT8")
+    _add_common(bench)
+    bench.add_argument("--frames", type=int, default=100, help="frames per precision (default 100)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[tuple[str, str], object]:
+    return {
+        ("source", "uri"): args.source, ("source", "loop"): args.loop,
+        ("model", "path"): args.model, ("model", "precision"): args.precision, ("model", "threads"): args.threads,
+        ("mqtt", "host"): args.mqtt_host, ("mqtt", "port"): args.mqtt_port, ("mqtt", "device_id"): args.device_id,
+    }
+
+
+def configure_logging(level: str) -> None:
+    # journald stamps every line itself; a terminal needs the time.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=level.upper(), format=f"{stamp}%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # OpenCV and FFmpeg print to stderr on every failed reopen; the source logs one line instead.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
+def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
+    model = config.model
+    return load_detector(
+        model.path, model.precision, model.threads or 0, confidence=model.confidence, iou=model.iou,
+        classes=model.classes, class_confidence=dict(model.class_confidence), max_detections=model.max_detections,
+    )
+
+
+def _mqtt_publisher(config: AgentConfig) -> Publisher:
+    from agent.mqtt import MqttPublisher, MqttSettings
+    from agent.outbox import Outbox
+
+    mqtt, agent = config.mqtt, config.agent
+    outbox = Outbox(agent.state_dir / "outbox.sqlite3", agent.outbox_max_messages, agent.outbox_max_age_s)
+    publisher = MqttPublisher(MqttSettings.from_config(mqtt), outbox)
+    publisher.start()
+    return publisher
+
+
+def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
+    topic_prefix = f"{config.mqtt.prefix}/{config.mqtt.device_id}"
+    source = open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s)
+    with source:
+        detector, _ = _detector(config)
+        publisher = StdoutPublisher(topic_prefix) if dry_run else _mqtt_publisher(config)
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        settings = LoopSettings(
+            max_frame_age=config.source.max_frame_age, stats_interval=config.stats.interval,
+            end_after=config.events.end_after, detections_qos=config.mqtt.detections_qos,
+            publish_empty=config.mqtt.publish_empty, max_frames=max_frames,
+        )
+        loop = AgentLoop(source, detector, publisher, settings, stop=stop)
+        try:
+            counters = loop.run()
+        finally:
+            publisher.close(timeout=3.0)
+    log.info("stopped after %d frames (%d stale, %d dropped)", counters.processed, counters.stale, counters.dropped)
+    return 0
+
+
+def command_check(config: AgentConfig) -> int:
+    print("config: ok" + (f" ({config.config_file})" if config.config_file else " (defaults)"))
+    with open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s) as src:
+        src.probe(CHECK_TIMEOUT_S)
+        print(f"source: ok ({src.name}, first frame received)")
+    detector, report = _detector(config)
+    identity = detector.identity
+    timing = ", ".join(f"{p} {t:.1f} ms" for p, t in report.timings_ms.items())
+    print(f"model: ok ({identity.name} {identity.precision}, sha256 verified{'; ' + timing if timing else ''})")
+    from agent.mqtt import MqttSettings, probe_broker
+
+    probe_broker(MqttSettings.from_config(config.mqtt), CHECK_TIMEOUT_S)
+    print(f"broker: ok ({config.mqtt.host}:{config.mqtt.port})")
+    print(f"topics: {config.mqtt.prefix}/{config.mqtt.device_id}/{{status,detections,events,stats}}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, overrides=_overrides(args), require_model=True)
+    except ConfigError as error:
+        print(f"yolo-edge-agent: config error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    configure_logging(config.agent.log_level)
+    try:
+        if args.command == "run":
+            return command_run(config, args.max_frames, args.dry_run)
+        if args.command == "check":
+            return command_check(config)
+        from agent.bench import command_bench
+
+        return command_bench(config, args.frames, args.source)
+    except (SourceError, BundleError, ModelLoadError) as error:
+        print(f"yolo-edge-agent: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ConnectionError as error:
+        print(f"yolo-edge-agent: broker error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""MQTT transport for the Publisher interface; the only module of the project that imports paho.
+
+QoS 1 messages go through the durable outbox (agent/outbox.py): stored first, handed
+to paho when connected, deleted on PUBACK. On every connect the publisher announces
+`status` = `online`, re-publishes the retained state it holds (the broker may have
+restarted without persistence) and then hands over every pending outbox message in id
+order. paho runs its own network thread (loop_start) and reconnects forever with
+exponential backoff, so nothing here ever blocks the frame loop on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt import __version__ as PAHO_VERSION
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.outbox import Outbox, OutboxError
+from agent.publisher import PublisherHealth
+
+__all__ = ["MqttPublisher", "MqttSettings"]
+
+log = logging.getLogger(__name__)
+
+STATUS = "status"
+_BATCH = 500  # outbox rows read per query while handing over a backlog
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Broker connection. topic_prefix is `<prefix>/<device>`; times in seconds.
+
+    TLS is on when tls_ca or tls_cert is set; tls_insecure skips the host name check.
+    """
+
+    host: str
+    port: int
+    topic_prefix: str
+    client_id: str
+    keepalive: int = 60
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_insecure: bool = False
+    reconnect_max_s: float = 60.0
+    max_inflight: int = 50  # unacknowledged QoS 1 messages on the wire; paho queues the rest in order
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None or self.tls_cert is not None
+
+
+class _Retained(NamedTuple):
+    payload: bytes
+    qos: int
+    row: int | None  # outbox row while the message may still be waiting there
+
+
+class _Handed:
+    """paho message ids handed over in this connection -> outbox row (None: not from the outbox).
+
+    paho returns a message's mid only when publish() returns, but its network thread may
+    already have read the PUBACK and called on_publish. We cannot hold one lock across
+    publish() that on_publish also takes: paho calls on_publish while holding its own
+    message lock, which publish() needs too (lock-order inversion, deadlock). So each mid
+    is settled by whichever of the two sides comes second. Every successful publish()
+    produces exactly one on_publish, so nothing lingers; a lost connection clears it all.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, int | None] = {}
+        self._early: set[int] = set()
+
+    def handed(self, mid: int, row: int | None) -> bool:
+        """Record a message paho accepted; True if its acknowledgement already came."""
+        if mid in self._early:
+            self._early.discard(mid)
+            return True
+        self._rows[mid] = row
+        return False
+
+    def acked(self, mid: int) -> int | None:
+        """The outbox row that `mid` acknowledges, if known yet."""
+        if mid in self._rows:
+            return self._rows.pop(mid)
+        self._early.add(mid)
+        return None
+
+    def outbox_inflight(self) -> int:
+        return sum(row is not None for row in self._rows.values())
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._early.clear()
+
+
+class MqttPublisher:
+    """Publisher over MQTT v3.1.1 with a durable outbox. Call start(), then publish(); close() at the end.
+
+    The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
+    the stats timer and paho's network thread may all call in.
+    """
+
+    def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._client = client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv311,
+        )
+        if not hasattr(client, "drop_out_messages"):
+            raise RuntimeError(f"paho-mqtt >= 2.2 is required (drop_out_messages); found {PAHO_VERSION}")
+        # The broker publishes this if we vanish without a DISCONNECT (crash, power loss, network gone).
+        client.will_set(self._topic(STATUS), b"offline", qos=1, retain=True)
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            client.tls_set(
+                ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key)
+            )
+            if settings.tls_insecure:
+                client.tls_insecure_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=max(1, math.ceil(settings.reconnect_max_s)))
+        client.max_inflight_messages_set(settings.max_inflight)
+        client.max_queued_messages_set(0)  # unlimited: the outbox bounds what can pile up
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+
+        # _send_lock serializes handing messages to paho, so outbox rows go out in id order and
+        # none twice per connection. _lock guards the small state below; it is never held while
+        # calling paho or the outbox, so paho's thread can always take it from a callback.
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._handed_upto = 0  # highest outbox id handed in this connection (under _send_lock)
+        self._handed = _Handed()
+        self._retained: dict[str, _Retained] = {}
+        self._status_info: mqtt.MQTTMessageInfo | None = None
+        self._connected = False
+        self._connects = 0
+        self._started = False
+        self._closing = False
+        self._outbox_errors = 0
+        self._outbox_failing = False
+        self._dropped_qos0 = 0
+        self._last_pending = 0
+        self._unreachable = False  # log one line per failure streak, not one per retry
+        self._refused = False
+        self._acked = threading.Event()
+        self._disconnected = threading.Event()
+
+    # -- the Publisher interface ---------------------------------------------------------------
+
+    def start(self) -> MqttPublisher:
+        """Connect in the background; returns at once even when the broker is unreachable."""
+        with self._lock:
+            if self._started or self._closing:
+                return self
+            self._started = True
+        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        self._client.loop_start()
+        return self
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish to `<topic_prefix>/<topic>`.
+
+        QoS >= 1 is stored in the outbox first; QoS 0 goes out only while connected (else it
+        is counted in health().extra["dropped_qos0"]). Retained messages are also kept in
+        memory and re-published on every connect. Never waits for the network (it may wait for one fsync of the outbox).
+        """
+        full = self._topic(topic)
+        if qos >= 1:
+            try:
+                row = self.outbox.add(full, payload, qos, retain)
+            except OutboxError as error:
+                self._outbox_failed(error)
+                self._remember(full, payload, qos, retain, None)
+                # Not durable, but while connected it still reaches the broker instead of vanishing.
+                with self._send_lock:
+                    if self._connected:
+                        self._hand(full, payload, qos, retain, None)
+                return
+            self._outbox_ok()
+            self._remember(full, payload, qos, retain, row)
+            self.flush()
+            return
+        self._remember(full, payload, qos, retain, None)
+        with self._send_lock:
+            sent = self._connected and self._hand(full, payload, qos, retain, None) is not None
+        if not sent:
+            with self._lock:
+                self._dropped_qos0 += 1
+
+    def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
+        """Store `build(seq)` for `<topic_prefix>/<topic>` with the next seq of the counter named `topic`; return seq.
+
+        Always durable (whatever qos says): the number only means something if it is stored
+        with its message. Raises OutboxError when the outbox cannot be written, since no
+        number can be given out then without risking a repeat.
+        """
+        full = self._topic(topic)
+        try:
+            seq = self.outbox.add_sequenced(full, build, max(qos, 1), retain, counter=topic)
+        except OutboxError as error:
+            self._outbox_failed(error)
+            raise
+        self._outbox_ok()
+        self.flush()
+        return seq
+
+    def flush(self) -> None:
+        """Hand every outbox row not yet handed in this connection to paho (no-op when disconnected)."""
+        with self._send_lock:
+            self._drain()
+
+    def health(self) -> PublisherHealth:
+        """Connection state and outbox figures for stats; reconnects counts connects after the first."""
+        try:
+            pending = self.outbox.count()
+            self._last_pending = pending
+        except OutboxError as error:
+            self._outbox_failed(error)
+            pending = self._last_pending
+        with self._lock:
+            return PublisherHealth(
+                connected=self._connected,
+                outbox_pending=pending,
+                outbox_dropped=self.outbox.dropped,
+                reconnects=max(0, self._connects - 1),
+                extra={
+                    "outbox_errors": self._outbox_errors,
+                    "dropped_qos0": self._dropped_qos0,
+                    "inflight": self._handed.outbox_inflight(),
+                    "refused": self._refused,
+                },
+            )
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Publish `status` = `stopped`, wait up to `timeout` seconds for the outbox to empty, disconnect cleanly.
+
+        A clean DISCONNECT tells the broker not to send the `offline` will. Unacknowledged
+        messages stay in the outbox for the next run. Idempotent.
+        """
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True  # from now on a (re)connect announces "stopped", not "online"
+            started = self._started
+        if not started:
+            return
+        deadline = time.monotonic() + timeout
+        with self._send_lock:
+            if self._connected:
+                info = self._hand(self._topic(STATUS), b"stopped", 1, True, None)
+                with self._lock:
+                    self._status_info = info
+        while not self._flushed() and time.monotonic() < deadline:
+            self._acked.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._acked.clear()
+        # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
+        # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
+        self._client.drop_out_messages()
+        was_connected = self._connected
+        self._client.disconnect()
+        if was_connected:
+            self._disconnected.wait(1.0)
+        self._client.loop_stop()
+
+    def __enter__(self) -> MqttPublisher:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- handing messages to paho (caller holds _send_lock) --------------------------------------
+
+    def _hand(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> mqtt.MQTTMessageInfo | None:
+        """Give one message to paho; None if paho did not take it (connection just dropped)."""
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as error:
+            # A row paho can never send (invalid topic, oversized payload) must not block the
+            # rows behind it forever.
+            log.error("dropping outbox message %s on %s: %s", row, topic, error)
+            if row is not None:
+                self._remove(row)
+            return None
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # NO_CONN: paho keeps a QoS 1 copy, but on_connect drops it; the outbox re-sends.
+            return None
+        with self._lock:
+            already_acked = self._handed.handed(info.mid, row)
+        if already_acked and row is not None:
+            self._remove(row)
+        return info
+
+    def _drain(self) -> None:
+        while self._connected:
+            try:
+                batch = self.outbox.pending(after_id=self._handed_upto, limit=_BATCH)
+            except OutboxError as error:
+                self._outbox_failed(error)
+                return
+            for message in batch:
+                if self._hand(message.topic, message.payload, message.qos, message.retain, message.id) is None:
+                    return  # connection lost: the next connect starts again from the oldest row
+                self._handed_upto = message.id
+            if len(batch) < _BATCH:
+                return
+
+    # -- paho callbacks (paho's network thread) ------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            # Bad credentials, not authorized, ...: paho retries, but this is not a connection.
+            with self._lock:
+                first, self._refused = not self._refused, True
+            if first:
+                log.error("%s:%d refused the connection: %s; retrying", self.settings.host, self.settings.port, reason)
+            return
+        with self._send_lock:
+            # paho keeps its own copy of every QoS 1 message left unacknowledged by the previous
+            # connection and re-sends it right after this callback. The outbox re-sends those
+            # rows below, in order, so paho's copies would only arrive twice and out of order.
+            client.drop_out_messages()
+            with self._lock:
+                self._connected = True
+                self._refused = self._unreachable = False
+                self._connects += 1
+                self._handed.clear()
+                closing = self._closing
+                retained = list(self._retained.items())
+            self._handed_upto = 0
+            self._disconnected.clear()
+            log.info("connected to %s:%d", self.settings.host, self.settings.port)
+            info = self._hand(self._topic(STATUS), b"stopped" if closing else b"online", 1, True, None)
+            with self._lock:
+                self._status_info = info
+            for topic, state in retained:
+                if state.row is None or not self._still_in_outbox(state.row):
+                    self._hand(topic, state.payload, state.qos, True, None)
+            self._drain()
+        self._acked.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        with self._lock:
+            first, self._unreachable = not self._unreachable, True
+        if first:
+            log.warning(
+                "cannot reach %s:%d; retrying every %g s at most",
+                self.settings.host,
+                self.settings.port,
+                max(1, math.ceil(self.settings.reconnect_max_s)),
+            )
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
+    ) -> None:
+        with self._lock:
+            was_connected, self._connected = self._connected, False
+            closing = self._closing
+        self._disconnected.set()
+        if not was_connected:
+            return  # a refused or failed attempt, already logged once
+        if closing:
+            log.info("disconnected from %s:%d", self.settings.host, self.settings.port)
+        else:
+            log.warning("disconnected from %s:%d: %s; reconnecting", self.settings.host, self.settings.port, reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+        # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
+        with self._lock:
+            row = self._handed.acked(mid)
+        if row is not None:
+            self._remove(row)
+        self._acked.set()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _topic(self, topic: str) -> str:
+        if not topic or "+" in topic or "#" in topic or "\0" in topic:
+            raise ValueError(f"invalid MQTT topic {topic!r}: must be non-empty without +, # or NUL")
+        return f"{self.settings.topic_prefix}/{topic}"
+
+    def _remember(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> None:
+        if not retain:
+            return
+        with self._lock:
+            if payload:
+                self._retained[topic] = _Retained(bytes(payload), qos, row)
+            else:
+                self._retained.pop(topic, None)  # an empty retained message clears the topic
+
+    def _still_in_outbox(self, row: int) -> bool:
+        try:
+            first = self.outbox.pending(after_id=row - 1, limit=1)
+        except OutboxError:
+            return False
+        return bool(first) and first[0].id == row
+
+    def _remove(self, row: int) -> None:
+        try:
+            self.outbox.remove(row)
+        except OutboxError as error:
+            # The row stays and goes out again after the next reconnect: a duplicate, not a loss.
+            self._outbox_failed(error)
+
+    def _flushed(self) -> bool:
+        """close(): nothing left to wait for (outbox empty and `stopped` acknowledged, if it was sent)."""
+        try:
+            if self.outbox.count():
+                return False
+        except OutboxError:
+            return True
+        with self._lock:
+            status, connected = self._status_info, self._connected
+        return not connected or status is None or status.is_published()
+
+    def _outbox_failed(self, error: OutboxError) -> None:
+        with self._lock:
+            self._outbox_errors += 1
+            first, self._outbox_failing = not self._outbox_failing, True
+        if first:
+            log.error("%s", error)
+
+    def _outbox_ok(self) -> None:
+        if self._outbox_failing:
+            with self._lock:
+                self._outbox_failing = False
+            log.info("outbox %s writable again", self.outbox.path)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,91 @@
+"""What the frame loop publishes through: a small interface, not paho.
+
+MQTT (agent/mqtt.py) is one implementation; the JSON-lines stdout publisher
+used by `--dry-run` is another. Topics here are relative to `<prefix>/<device>/`
+(for example "detections"); the publisher owns the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+
+@dataclass(frozen=True)
+class PublisherHealth:
+    """Transport figures reported in stats: messages waiting in the outbox, reconnects so far."""
+
+    connected: bool
+    outbox_pending: int = 0
+    outbox_dropped: int = 0
+    reconnects: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Queue one message. Never blocks the frame loop on the network.
+
+        QoS 1 messages are durable: they are not lost if the broker is away.
+        """
+
+    def publish_sequenced(
+        self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False
+    ) -> int:
+        """Publish `build(seq)` where seq is the next number of a counter that never repeats; return seq.
+
+        The number is taken and the message stored in one step, so a crash
+        can neither skip a number nor send one twice with different payloads.
+        """
+
+    def health(self) -> PublisherHealth: ...
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Announce a clean stop, flush what the broker allows within `timeout` seconds, disconnect."""
+
+
+class StdoutPublisher:
+    """`--dry-run`: every message as one JSON line on stdout, same payloads as MQTT."""
+
+    def __init__(self, topic_prefix: str, stream: TextIO | None = None) -> None:
+        self.topic_prefix = topic_prefix
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._write("status", b"online", 1, True)
+
+    def _write(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        try:
+            body: object = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            body = payload.decode("utf-8", errors="replace")
+        line = json.dumps(
+            {"topic": f"{self.topic_prefix}/{topic}", "qos": qos, "retain": retain, "payload": body},
+            separators=(",", ":"),
+        )
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self._write(topic, payload, qos, retain)
+
+    def publish_sequenced(
+        self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False
+    ) -> int:
+        # A dry run has no outbox: numbers start at 1 each run.
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        self._write(topic, build(seq), qos, retain)
+        return seq
+
+    def health(self) -> PublisherHealth:
+        return PublisherHealth(connected=True)
+
+    def close(self, timeout: float = 3.0) -> None:
+        self._write("status", b"stopped", 1, True)

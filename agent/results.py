@@ -1,0 +1,46 @@
+"""One immutable result per processed frame: what the publishers receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.detections import Detections
+
+STAGES: tuple[str, ...] = ("capture", "preprocess", "inference", "postprocess", "publish", "total")
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Milliseconds per stage of one frame.
+
+    capture: how old the frame was when the loop picked it up (time it sat
+    between the camera and the model). total: capture time to published.
+    """
+
+    capture: float
+    preprocess: float
+    inference: float
+    postprocess: float
+    publish: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.capture + self.preprocess + self.inference + self.postprocess + self.publish
+
+    def as_dict(self) -> dict[str, float]:
+        return {stage: round(getattr(self, stage), 3) for stage in STAGES}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Detections of one frame with where and when it came from.
+
+    captured_at: Unix seconds. source_hw: (height, width) pixels. Boxes in
+    `detections` are source-frame pixels.
+    """
+
+    frame_id: int
+    captured_at: float
+    source_hw: tuple[int, int]
+    detections: Detections
+    timings: StageTimings

@@ -1,0 +1,55 @@
+"""Per-stage latency and frame counters over a stats window."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.results import STAGES, StageTimings
+
+# Bounded memory for very long windows: at 30 fps a 60 s window fits.
+MAX_SAMPLES = 4096
+
+
+@dataclass
+class FrameCounters:
+    """Counts since start: processed frames, frames dropped by the source, frames too old to process."""
+
+    processed: int = 0
+    dropped: int = 0
+    stale: int = 0
+
+
+@dataclass
+class StatsWindow:
+    """Latency samples (ms) since the last report; `summary` empties it."""
+
+    started_mono: float = field(default_factory=time.monotonic)
+    _samples: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
+    _frames: int = 0
+
+    def add(self, timings: StageTimings) -> None:
+        self._frames += 1
+        if len(self._samples["total"]) >= MAX_SAMPLES:
+            return
+        for stage in STAGES:
+            self._samples[stage].append(getattr(timings, stage))
+
+    def summary(self, now_mono: float | None = None) -> dict[str, object]:
+        """fps over the window and p50 / p95 / max per stage (ms); resets the window."""
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        elapsed = max(now_mono - self.started_mono, 1e-9)
+        latency = {}
+        for stage, values in self._samples.items():
+            if values:
+                array = np.asarray(values)
+                p50, p95 = np.percentile(array, [50, 95])
+                latency[stage] = {"p50": round(float(p50), 2), "p95": round(float(p95), 2),
+                                  "max": round(float(array.max()), 2)}
+        summary = {"fps": round(self._frames / elapsed, 2), "window_s": round(elapsed, 2), "latency_ms": latency}
+        self.started_mono = now_mono
+        self._frames = 0
+        self._samples = {stage: [] for stage in STAGES}
+        return summary

@@ -1,0 +1,306 @@
+"""Frame sources against real files, a real local MJPEG stream and a camera that is not there."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.capture import to_bgr
+from agent.frames import Frame
+from agent.sources import FrameSource, SourceError, open_source
+
+H, W = 48, 64
+LEVELS = [10 * i + 20 for i in range(12)]  # one gray level per frame, far enough apart to survive JPEG
+
+
+def gray(level: int) -> np.ndarray:
+    return np.full((H, W, 3), level, np.uint8)
+
+
+def level_of(frame: Frame) -> int:
+    return round(float(frame.image.mean()))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def drain(src: FrameSource, timeout: float = 5.0) -> list[Frame]:
+    """Every frame until the source ends (bounded by `timeout` seconds overall)."""
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while not src.ended and time.monotonic() < deadline:
+        frame = src.read(0.5)
+        if frame is not None:
+            frames.append(frame)
+    assert src.ended, "the source did not end in time"
+    return frames
+
+
+def write_video(path: Path, fourcc: str, levels: list[int]) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (W, H))
+    assert writer.isOpened(), f"this OpenCV cannot write {fourcc} into {path.suffix}"
+    for level in levels:
+        writer.write(gray(level))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    return write_video(tmp_path / "clip.avi", "MJPG", LEVELS)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, level in [("b.png", 60), ("a.jpg", 30), ("d.webp", 120), ("c.bmp", 90)]:
+        assert cv2.imwrite(str(root / name), gray(level))
+    (root / "x.jpg").write_bytes(b"not a jpeg at all" * 8)
+    (root / "notes.txt").write_text("ignored: not an image suffix")
+    return root
+
+
+class MjpegServer:
+    """multipart/x-mixed-replace JPEG stream on 127.0.0.1 that can be stopped and restarted on its port."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> MjpegServer:
+        stopping = self._stopping
+        stopping.clear()
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 2.0  # a client that stops reading cannot hold a handler thread forever
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                count = 0
+                try:
+                    while not stopping.is_set():
+                        jpeg = cv2.imencode(".jpg", gray(LEVELS[count % len(LEVELS)]))[1].tobytes()
+                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                        self.wfile.write(head.encode() + jpeg + b"\r\n")
+                        count += 1
+                        stopping.wait(0.04)
+                except OSError:
+                    pass  # the client went away
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = False  # so server_close() joins the handlers: nothing outlives stop()
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        assert self._thread is not None
+        self._thread.join(2.0)
+        self._server = None
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[MjpegServer]:
+    server = MjpegServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("name", "fourcc"), [("clip.avi", "MJPG"), ("clip.mp4", "mp4v")])
+def test_video_file_delivers_every_frame_in_order_then_ends(tmp_path: Path, name: str, fourcc: str) -> None:
+    path = write_video(tmp_path / name, fourcc, LEVELS)
+    with open_source(str(path)) as src:
+        frames = drain(src)
+        assert [f.frame_id for f in frames] == list(range(1, len(LEVELS) + 1))
+        assert [level_of(f) for f in frames] == pytest.approx(LEVELS, abs=4)
+        assert all(f.image.shape == (H, W, 3) and f.image.dtype == np.uint8 for f in frames)
+        assert src.read(0.1) is None
+        health = src.health()
+    assert (health.kind, health.frames_read, health.frames_invalid, health.frames_dropped) == ("file", 12, 0, 0)
+
+
+def test_unpaced_file_frames_are_stamped_when_taken(video: Path) -> None:
+    # The queue holds decoded frames while the consumer is busy; they must not look stale to it.
+    with open_source(str(video)) as src:
+        time.sleep(0.3)
+        frame = src.read(1.0)
+        assert frame is not None
+        assert time.monotonic() - frame.captured_mono < 0.1
+        assert abs(time.time() - frame.captured_at) < 0.1
+
+
+def test_video_file_loop_keeps_going_and_counting(video: Path) -> None:
+    with open_source(str(video), loop=True) as src:
+        frames = [src.read(1.0) for _ in range(2 * len(LEVELS) + 3)]
+        assert not src.ended
+    assert [f.frame_id for f in frames if f] == list(range(1, 2 * len(LEVELS) + 4))
+    assert [level_of(f) for f in frames if f][len(LEVELS) : len(LEVELS) + 3] == pytest.approx(LEVELS[:3], abs=4)
+
+
+def test_video_file_at_fps_is_paced_and_keeps_newest(tmp_path: Path) -> None:
+    levels = [20 + 10 * (i % 20) for i in range(20)]
+    path = write_video(tmp_path / "paced.avi", "MJPG", levels)
+    started = time.monotonic()
+    with open_source(str(path), fps=20) as src:
+        frames: list[Frame] = []
+        while not src.ended and time.monotonic() - started < 5:
+            frame = src.read(0.5)
+            if frame is not None:
+                frames.append(frame)
+                time.sleep(0.12)  # a consumer slower than 20 fps
+        elapsed = time.monotonic() - started
+        health = src.health()
+    assert src.ended
+    assert 0.85 <= elapsed <= 3.0  # 20 frames at 20 fps: about a second
+    ids = [f.frame_id for f in frames]
+    assert ids == sorted(set(ids)) and ids[-1] == 20
+    assert len(ids) < 20 and health.frames_dropped == 20 - len(ids)
+
+
+def test_folder_in_sorted_order_skips_and_counts_unreadable(folder: Path) -> None:
+    with open_source(str(folder)) as src:
+        frames = drain(src)
+        health = src.health()
+    assert [level_of(f) for f in frames] == pytest.approx([30, 60, 90, 120], abs=3)
+    assert [f.frame_id for f in frames] == [1, 2, 3, 4]
+    assert (health.kind, health.frames_read, health.frames_invalid) == ("folder", 4, 1)
+
+
+def test_folder_loop_starts_again_from_the_first_image(folder: Path) -> None:
+    with open_source(str(folder), loop=True) as src:
+        frames = [src.read(1.0) for _ in range(6)]
+    assert [level_of(f) for f in frames if f] == pytest.approx([30, 60, 90, 120, 30, 60], abs=3)
+    assert [f.frame_id for f in frames if f] == [1, 2, 3, 4, 5, 6]
+
+
+def test_folder_without_images_raises(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="holds no"):
+        open_source(str(tmp_path))
+
+
+def test_stream_lost_and_back(mjpeg_server: MjpegServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="yolo_edge.source")
+    with open_source(mjpeg_server.url, reconnect_max_s=0.5) as src:
+        first = src.read(5.0)
+        assert first is not None and first.image.shape == (H, W, 3)
+        src.probe(1.0)
+        ids = [first.frame_id] + [f.frame_id for f in (src.read(1.0) for _ in range(5)) if f]
+        assert ids == sorted(set(ids)), "a live source returns each frame at most once"
+        assert src.health().connected
+
+        mjpeg_server.stop()
+        assert wait_for(lambda: not src.health().connected, 5.0)
+        while src.read(0.05) is not None:
+            pass  # the frame left in the slot from before the outage
+        # Several failed reopen attempts (the first open counts as none): still a single warning.
+        assert wait_for(lambda: src.health().reopen_attempts >= 2, 5.0)
+        assert src.read(0.2) is None
+        assert src.health().last_error
+
+        mjpeg_server.start()
+        back = src.read(5.0)
+        assert back is not None and back.frame_id > ids[-1]
+        assert src.read(2.0) is not None
+        after = src.health()
+    assert after.connected and after.reopen_count >= 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "yolo_edge.source"]
+    assert sum(m.startswith("source lost:") for m in messages) == 1, messages
+    assert sum(m.startswith("source back after") for m in messages) == 1, messages
+
+
+def test_missing_camera_waits_instead_of_failing() -> None:
+    with open_source("/dev/video57", reconnect_max_s=0.5) as src:
+        started = time.monotonic()
+        assert src.read(0.3) is None
+        assert time.monotonic() - started < 0.6
+        assert wait_for(lambda: src.health().reopen_attempts >= 1, 3.0)
+        health = src.health()
+        assert not health.connected and health.kind == "camera" and "/dev/video57" in (health.last_error or "")
+        with pytest.raises(SourceError, match=r"camera /dev/video57: no frame within 0\.2 s: .*does not exist"):
+            src.probe(0.2)
+
+
+def test_nonexistent_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match=f"'{missing}' not found.*rtsp://"):
+        open_source(str(missing))
+
+
+def test_undecodable_video_file_raises(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 64)
+    with pytest.raises(SourceError, match="cannot decode video file"):
+        open_source(str(bad))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="Picamera2 is installed here")
+def test_picamera2_missing_says_how_to_install() -> None:
+    with pytest.raises(SourceError, match=r"python3-picamera2 with apt.*--system-site-packages"):
+        open_source("picamera2")
+
+
+def test_close_stops_the_reader_threads(video: Path) -> None:
+    before = threading.active_count()
+    # A file reader blocked on its full queue, a looping one, and one retrying a missing camera.
+    sources = [open_source(str(video)), open_source(str(video), loop=True), open_source("/dev/video57")]
+    assert wait_for(lambda: sources[0].health().frames_read >= 2, 2.0)
+    started = time.monotonic()
+    for src in sources:
+        src.close()
+        src.close()  # idempotent
+    assert time.monotonic() - started < 1.5
+    assert threading.active_count() == before
+    assert sources[0].read(0.1) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "shape"),
+    [
+        (np.zeros((4, 6, 3), np.uint8), (4, 6, 3)),
+        (np.zeros((4, 6), np.uint8), (4, 6, 3)),
+        (np.zeros((4, 6, 1), np.uint8), (4, 6, 3)),
+        (np.zeros((4, 6, 4), np.uint8), (4, 6, 3)),
+        (None, None),
+        (np.zeros((0, 6, 3), np.uint8), None),
+        (np.zeros((4, 6, 3), np.float32), None),
+        (np.zeros((4, 6, 2), np.uint8), None),
+        (np.zeros((2, 4, 6, 3), np.uint8), None),
+    ],
+)
+def test_to_bgr_passes_pictures_and_rejects_garbage(image: np.ndarray | None, shape: tuple[int, ...] | None) -> None:
+    out = to_bgr(image)
+    assert (None if out is None else out.shape) == shape

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_WEIGHTS = ROOT / "tests" / "assets" / "shapes_yolo11n.pt"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh Mosquitto per test: tests stop and restart it at will."""
+    running = Broker(tmp_path).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture's synthetic dataset, regenerated from its seed; returns data.yaml."""
+    from benchmarks.fixture.make_shapes import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("shapes"), splits={"train": (0, 120), "val": (100_000, 60)})
+
+
+@pytest.fixture(scope="session")
+def fixture_weights() -> Path:
+    if not FIXTURE_WEIGHTS.exists():
+        pytest.fail(f"{FIXTURE_WEIGHTS} is missing; run python -m benchmarks.fixture.make_shapes --train")
+    return FIXTURE_WEIGHTS

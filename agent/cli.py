@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 from agent.bundle import BundleError
@@ -20,6 +21,7 @@ from agent.capture import SourceError
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.detector import Detector, LoadReport, load_detector
 from agent.inference import ModelLoadError
+from agent.outbox import OutboxError
 from agent.publisher import Publisher, StdoutPublisher
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
@@ -87,23 +89,24 @@ def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
     )
 
 
-def _mqtt_publisher(config: AgentConfig) -> Publisher:
+def _mqtt_publisher(config: AgentConfig, stack: ExitStack) -> Publisher:
     from agent.mqtt import MqttPublisher, MqttSettings
     from agent.outbox import Outbox
 
     mqtt, agent = config.mqtt, config.agent
-    outbox = Outbox(agent.state_dir / "outbox.sqlite3", agent.outbox_max_messages, agent.outbox_max_age_s)
-    publisher = MqttPublisher(MqttSettings.from_config(mqtt), outbox)
-    publisher.start()
-    return publisher
+    outbox = stack.enter_context(
+        Outbox(agent.state_dir / "outbox.sqlite3", agent.outbox_max_messages, agent.outbox_max_age_s)
+    )
+    return MqttPublisher(MqttSettings.from_config(mqtt), outbox).start()
 
 
 def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     topic_prefix = f"{config.mqtt.prefix}/{config.mqtt.device_id}"
     source = open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s)
-    with source:
+    with ExitStack() as stack:
+        stack.enter_context(source)
         detector, _ = _detector(config)
-        publisher = StdoutPublisher(topic_prefix) if dry_run else _mqtt_publisher(config)
+        publisher = StdoutPublisher(topic_prefix) if dry_run else _mqtt_publisher(config, stack)
         stop = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from agent.bench import command_bench
 
         return command_bench(config, args.frames, args.source)
-    except (SourceError, BundleError, ModelLoadError) as error:
+    except (SourceError, BundleError, ModelLoadError, OutboxError) as error:
         print(f"yolo-edge-agent: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ConnectionError as error:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
@@ -28,12 +28,30 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.outbox import Outbox, OutboxError
 from agent.publisher import PublisherHealth
 
-__all__ = ["MqttPublisher", "MqttSettings"]
+__all__ = ["MqttPublisher", "MqttSettings", "probe_broker"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("yolo_edge.mqtt")
 
 STATUS = "status"
 _BATCH = 500  # outbox rows read per query while handing over a backlog
+_ACK_BATCH = 100  # acknowledged rows deleted per transaction while a backlog drains
+
+
+class MqttConfigLike(Protocol):
+    """What MqttSettings.from_config reads: the [mqtt] config section, without importing the config module."""
+
+    host: str
+    port: int
+    prefix: str
+    device_id: str
+    keepalive: int
+    username: str | None
+    password: str | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    tls_insecure: bool
+    reconnect_max_s: float
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,67 @@ class MqttSettings:
     def tls(self) -> bool:
         return self.tls_ca is not None or self.tls_cert is not None
 
+    @classmethod
+    def from_config(cls, mqtt_config: MqttConfigLike) -> MqttSettings:
+        """Settings from the [mqtt] section: topics under `<prefix>/<device_id>`, client id = device id."""
+        c = mqtt_config
+        return cls(
+            host=c.host,
+            port=c.port,
+            topic_prefix=f"{c.prefix}/{c.device_id}",
+            client_id=c.device_id,
+            keepalive=c.keepalive,
+            username=c.username,
+            password=c.password,
+            tls_ca=c.tls_ca,
+            tls_cert=c.tls_cert,
+            tls_key=c.tls_key,
+            tls_insecure=c.tls_insecure,
+            reconnect_max_s=c.reconnect_max_s,
+        )
+
+
+def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
+    """A paho client speaking MQTT 3.1.1 with the credentials and TLS of `settings`."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key))
+        if settings.tls_insecure:
+            client.tls_insecure_set(True)
+    return client
+
+
+def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> None:
+    """Connect once and disconnect (`check`); raise ConnectionError with one line if unreachable or refused.
+
+    Uses `<client_id>-check` as client id: the broker would otherwise drop a running agent with
+    the same id to let this one in.
+    """
+    where = f"{settings.host}:{settings.port}"
+    client = _make_client(settings, f"{settings.client_id}-check")
+    answers: list[ReasonCode] = []
+    client.on_connect = lambda _client, _userdata, _flags, reason, _properties: answers.append(reason)
+    client.connect_timeout = timeout_s
+    deadline = time.monotonic() + timeout_s
+    rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+    try:
+        client.connect(settings.host, settings.port, settings.keepalive)
+        while not answers and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
+            rc = client.loop(timeout=0.1)
+    except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
+        raise ConnectionError(f"cannot connect to {where}: {error}") from error
+    finally:
+        # Without a network thread paho writes the DISCONNECT at once and closes the socket.
+        client.disconnect()
+    if not answers and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        raise ConnectionError(f"{where} closed the connection before answering: {mqtt.error_string(rc)}")
+    if not answers:
+        raise ConnectionError(f"{where} did not answer within {timeout_s:g} s")
+    if answers[0].is_failure:
+        raise ConnectionError(f"{where} refused the connection: {answers[0]}")
+
 
 class _Retained(NamedTuple):
     payload: bytes
@@ -82,6 +161,7 @@ class _Handed:
     def __init__(self) -> None:
         self._rows: dict[int, int | None] = {}
         self._early: set[int] = set()
+        self.outbox_inflight = 0  # outbox rows handed and not yet acknowledged
 
     def handed(self, mid: int, row: int | None) -> bool:
         """Record a message paho accepted; True if its acknowledgement already came."""
@@ -89,21 +169,22 @@ class _Handed:
             self._early.discard(mid)
             return True
         self._rows[mid] = row
+        self.outbox_inflight += row is not None
         return False
 
     def acked(self, mid: int) -> int | None:
         """The outbox row that `mid` acknowledges, if known yet."""
         if mid in self._rows:
-            return self._rows.pop(mid)
+            row = self._rows.pop(mid)
+            self.outbox_inflight -= row is not None
+            return row
         self._early.add(mid)
         return None
-
-    def outbox_inflight(self) -> int:
-        return sum(row is not None for row in self._rows.values())
 
     def clear(self) -> None:
         self._rows.clear()
         self._early.clear()
+        self.outbox_inflight = 0
 
 
 class MqttPublisher:
@@ -116,23 +197,11 @@ class MqttPublisher:
     def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
         self.settings = settings
         self.outbox = outbox
-        self._client = client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv311,
-        )
+        self._client = client = _make_client(settings, settings.client_id)
         if not hasattr(client, "drop_out_messages"):
             raise RuntimeError(f"paho-mqtt >= 2.2 is required (drop_out_messages); found {PAHO_VERSION}")
         # The broker publishes this if we vanish without a DISCONNECT (crash, power loss, network gone).
         client.will_set(self._topic(STATUS), b"offline", qos=1, retain=True)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            client.tls_set(
-                ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key)
-            )
-            if settings.tls_insecure:
-                client.tls_insecure_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, math.ceil(settings.reconnect_max_s)))
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: the outbox bounds what can pile up
@@ -148,6 +217,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._handed_upto = 0  # highest outbox id handed in this connection (under _send_lock)
         self._handed = _Handed()
+        self._acked_rows: list[int] = []  # acknowledged, not yet deleted from the outbox
         self._retained: dict[str, _Retained] = {}
         self._status_info: mqtt.MQTTMessageInfo | None = None
         self._connected = False
@@ -244,7 +314,7 @@ class MqttPublisher:
                 extra={
                     "outbox_errors": self._outbox_errors,
                     "dropped_qos0": self._dropped_qos0,
-                    "inflight": self._handed.outbox_inflight(),
+                    "inflight": self._handed.outbox_inflight,
                     "refused": self._refused,
                 },
             )
@@ -271,6 +341,7 @@ class MqttPublisher:
         while not self._flushed() and time.monotonic() < deadline:
             self._acked.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self._acked.clear()
+        self._remove_acked()
         # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
         # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
         self._client.drop_out_messages()
@@ -341,6 +412,7 @@ class MqttPublisher:
             # connection and re-sends it right after this callback. The outbox re-sends those
             # rows below, in order, so paho's copies would only arrive twice and out of order.
             client.drop_out_messages()
+            self._remove_acked()
             with self._lock:
                 self._connected = True
                 self._refused = self._unreachable = False
@@ -377,6 +449,7 @@ class MqttPublisher:
         with self._lock:
             was_connected, self._connected = self._connected, False
             closing = self._closing
+        self._remove_acked()
         self._disconnected.set()
         if not was_connected:
             return  # a refused or failed attempt, already logged once
@@ -389,8 +462,13 @@ class MqttPublisher:
         # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
         with self._lock:
             row = self._handed.acked(mid)
-        if row is not None:
-            self._remove(row)
+            if row is not None:
+                self._acked_rows.append(row)
+            # One fsync per acknowledgement would make a backlog drain at the disk's pace, so
+            # deletes are batched; a crash in between only means those rows go out once more.
+            ready = len(self._acked_rows) >= _ACK_BATCH or bool(self._acked_rows and not self._handed.outbox_inflight)
+        if ready:
+            self._remove_acked()
         self._acked.set()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -417,10 +495,19 @@ class MqttPublisher:
         return bool(first) and first[0].id == row
 
     def _remove(self, row: int) -> None:
+        with self._lock:
+            self._acked_rows.append(row)
+        self._remove_acked()
+
+    def _remove_acked(self) -> None:
+        with self._lock:
+            rows, self._acked_rows = self._acked_rows, []
+        if not rows:
+            return
         try:
-            self.outbox.remove(row)
+            self.outbox.remove_many(rows)
         except OutboxError as error:
-            # The row stays and goes out again after the next reconnect: a duplicate, not a loss.
+            # The rows stay and go out again after the next reconnect: a duplicate, not a loss.
             self._outbox_failed(error)
 
     def _flushed(self) -> bool:

@@ -16,8 +16,9 @@ from typing import Protocol
 
 from agent.board import board_health
 from agent.detector import Detector
-from agent.events import PresenceTracker
+from agent.events import PresenceEvent, PresenceTracker
 from agent.frames import Frame
+from agent.outbox import OutboxError
 from agent.payloads import detections_payload, dumps, event_payload
 from agent.publisher import Publisher
 from agent.results import FrameResult, StageTimings
@@ -26,6 +27,7 @@ from agent.stats import FrameCounters, StatsWindow
 log = logging.getLogger("yolo_edge.agent")
 
 READ_TIMEOUT_S = 0.25
+MAX_UNSENT_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class AgentLoop:
         self.started_mono = time.monotonic()
         self.last_frame_id = 0
         self._last_seen_id = 0
+        self._unsent: list[PresenceEvent] = []
+        self._outbox_failing = False
         self.last_stats: dict[str, object] = {}
 
     def run(self) -> FrameCounters:
@@ -129,9 +133,30 @@ class AgentLoop:
         if self.on_frame is not None:
             self.on_frame(FrameResult(result.frame_id, result.captured_at, result.source_hw, detections, final))
 
-    def _publish_events(self, events: list) -> None:
-        for event in events:
-            self.publisher.publish_sequenced("events", lambda seq, e=event: event_payload(e, seq), qos=1)
+    def _publish_events(self, events: list[PresenceEvent]) -> None:
+        """Hand events to the publisher in order; keep them in memory while its outbox cannot store them.
+
+        A full or read-only disk must not stop detection nor lose an event
+        silently: the backlog is retried on the next frame, bounded, and counted.
+        """
+        self._unsent.extend(events)
+        while self._unsent:
+            event = self._unsent[0]
+            try:
+                self.publisher.publish_sequenced("events", lambda seq, e=event: event_payload(e, seq), qos=1)
+            except OutboxError as error:
+                if not self._outbox_failing:
+                    log.warning("events held in memory: %s", error)
+                    self._outbox_failing = True
+                overflow = len(self._unsent) - MAX_UNSENT_EVENTS
+                if overflow > 0:
+                    del self._unsent[:overflow]
+                    self.counters.events_lost += overflow
+                return
+            self._unsent.pop(0)
+            if self._outbox_failing:
+                log.info("outbox writable again; held events sent")
+                self._outbox_failing = False
 
     def publish_stats(self) -> None:
         transport = self.publisher.health()
@@ -141,6 +166,7 @@ class AgentLoop:
             **self.window.summary(),
             "frames": {"processed": self.counters.processed, "dropped": self.counters.dropped,
                        "stale": self.counters.stale},
+            "events": {"held": len(self._unsent), "lost": self.counters.events_lost},
             **board_health(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "model": self.detector.identity.as_dict(),

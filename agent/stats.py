@@ -20,6 +20,7 @@ class FrameCounters:
     processed: int = 0
     dropped: int = 0
     stale: int = 0
+    events_lost: int = 0
 
 
 @dataclass

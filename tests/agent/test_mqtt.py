@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.mqtt import MqttPublisher, MqttSettings
+from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
 from agent.outbox import Outbox, OutboxError, OutboxMessage
 from tests.broker import Broker, free_port
 
@@ -167,7 +168,7 @@ PUBLISHER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from agent.mqtt import MqttPublisher, MqttSettings
+from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
 from agent.outbox import Outbox
 
 port, db, count, wait_connected = int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
@@ -351,6 +352,14 @@ def test_refused_credentials_are_not_reported_as_connected(
         right = publishers(settings(secured.port, username="cam", password="right"), Outbox(tmp_path / "b.db"))
         wait_until("connected with the right password", lambda: right.health().connected)
         assert observer.wait_count(STATUS, 1) == [b"online"]
+
+        # `yolo-edge-agent check` gets the same answer as one line.
+        probe_broker(settings(secured.port, username="cam", password="right"), timeout_s=3.0)
+        with pytest.raises(ConnectionError, match=re.escape(f"127.0.0.1:{secured.port} refused the connection")):
+            probe_broker(settings(secured.port, username="cam", password="wrong"), timeout_s=3.0)
+        with pytest.raises(ConnectionError, match=re.escape("cannot connect to 127.0.0.1")):
+            probe_broker(settings(free_port()), timeout_s=3.0)
+        assert right.health().connected and right.health().reconnects == 0  # the probe did not displace it
     finally:
         secured.stop()
 
@@ -391,3 +400,32 @@ def test_many_messages_from_two_threads_arrive_once_each_and_close_flushes(
     for name in "ab":  # each producer's messages in its own order
         assert [p for p in payloads if p.startswith(name.encode())] == [f"{name}{i}".encode() for i in range(60)]
     assert observer.wait_count(STATUS, 2) == [b"online", b"stopped"]
+
+
+def test_retained_qos1_state_goes_out_once_per_connect_and_survives_restarts(
+    tmp_path: Path, broker: Broker, observers, publishers
+) -> None:
+    config = f"{PREFIX}/config"
+    outbox = GatedOutbox(tmp_path / "outbox.db")
+    publisher = publishers(settings(broker.port), outbox)
+    wait_until("connected", lambda: publisher.health().connected)
+    broker.stop()
+    wait_until("disconnect noticed", lambda: not publisher.health().connected)
+    publisher.publish("config", b"v1", qos=1, retain=True)
+    publisher.publish("config", b"v2", qos=1, retain=True)
+    outbox.gate.clear()
+    broker.start()
+    observer = observers(broker)
+    outbox.gate.set()
+    # Still in the outbox, so the outbox replay alone carries it: not re-published on top (v2, v1, v2).
+    assert observer.wait_count(config, 2) == [b"v1", b"v2"]
+    wait_until("outbox empty", lambda: outbox.count() == 0)
+    time.sleep(0.2)
+    assert observer.payloads(config) == [b"v1", b"v2"]
+
+    broker.stop()  # acknowledged and gone from the outbox: now only the publisher's memory has it
+    broker.start()
+    wait_until("reconnected twice", lambda: publisher.health().reconnects == 2, timeout=6.0)
+    again = observers(broker)
+    again.wait_count(config, 1)
+    assert again.on(config)[0].payload == b"v2" and again.on(config)[0].retain

@@ -54,6 +54,8 @@ def test_messages_come_back_in_order_and_go_when_removed(tmp_path: Path) -> None
         outbox.remove(ids[0])  # an id already gone (acked twice, or dropped) is not an error
         assert outbox.count() == 4
         assert [m.payload for m in outbox.pending()] == [b"p1", b"p2", b"p3", b"p4"]
+        outbox.remove_many([ids[1], ids[3], ids[0]])
+        assert [m.payload for m in outbox.pending()] == [b"p2", b"p4"]
 
 
 def test_ids_keep_rising_after_the_outbox_empties(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from agent.bundle import BundleError
@@ -21,8 +21,10 @@ from agent.capture import SourceError
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.detector import Detector, LoadReport, load_detector
 from agent.inference import ModelLoadError
+from agent.notify import SystemdNotifier
 from agent.outbox import OutboxError
 from agent.publisher import Publisher, StdoutPublisher
+from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 
@@ -108,10 +110,21 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
         detector, _ = _detector(config)
         publisher = StdoutPublisher(topic_prefix) if dry_run else _mqtt_publisher(config, stack)
         stop = threading.Event()
+        notifier = stack.enter_context(closing(SystemdNotifier()))
+        precision = detector.identity.precision
 
         def request_stop(signum: int, _frame: object) -> None:
             log.info("%s received: stopping", signal.Signals(signum).name)
+            notifier.stopping()
             stop.set()
+
+        def frame_done(result: FrameResult) -> None:
+            notifier.ready(f"running {precision}, first frame processed")
+            notifier.frame_processed()
+
+        def stats_done(stats: dict) -> None:
+            broker = "connected" if stats["mqtt"]["connected"] else "broker unreachable"
+            notifier.status(f"{stats['fps']} fps, {precision}, {broker}, {stats['frames']['processed']} frames")
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -120,10 +133,13 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             end_after=config.events.end_after, detections_qos=config.mqtt.detections_qos,
             publish_empty=config.mqtt.publish_empty, max_frames=max_frames,
         )
-        loop = AgentLoop(source, detector, publisher, settings, stop=stop)
+        loop = AgentLoop(
+            source, detector, publisher, settings, stop=stop, on_frame=frame_done, on_stats=stats_done
+        )
         try:
             counters = loop.run()
         finally:
+            notifier.stopping()
             publisher.close(timeout=3.0)
     log.info("stopped after %d frames (%d stale, %d dropped)", counters.processed, counters.stale, counters.dropped)
     return 0

@@ -64,6 +64,7 @@ class AgentLoop:
         stop: threading.Event | None = None,
         on_frame: Callable[[FrameResult], None] | None = None,
         on_idle: Callable[[], None] | None = None,
+        on_stats: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self.source = source
         self.detector = detector
@@ -72,6 +73,7 @@ class AgentLoop:
         self.stop = stop or threading.Event()
         self.on_frame = on_frame
         self.on_idle = on_idle
+        self.on_stats = on_stats
         self.tracker = PresenceTracker(detector.names, settings.end_after)
         self.counters = FrameCounters()
         self.window = StatsWindow()
@@ -177,6 +179,8 @@ class AgentLoop:
         }
         self.last_stats = stats
         self.publisher.publish("stats", dumps(stats), qos=0, retain=True)
+        if self.on_stats is not None:
+            self.on_stats(stats)
 
 
 def _source_summary(health: object) -> dict[str, object]:

@@ -32,3 +32,21 @@ def fixture_weights() -> Path:
     if not FIXTURE_WEIGHTS.exists():
         pytest.fail(f"{FIXTURE_WEIGHTS} is missing; run python -m benchmarks.fixture.make_shapes --train")
     return FIXTURE_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def fixture_onnx(tmp_path_factory: pytest.TempPathFactory, fixture_weights: Path) -> Path:
+    """The fixture model exported to a bare FP32 ONNX (320) with Ultralytics' exporter."""
+    from converter.export import export_model
+
+    workdir = tmp_path_factory.mktemp("fixture-onnx")
+    return export_model(fixture_weights, workdir, imgsz=None, head="auto").onnx_path
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """A 640x480 MJPG video of moving shapes and the true (boxes_xyxy, class_ids) of each frame."""
+    from benchmarks.fixture.video import write_shapes_video
+
+    path = tmp_path_factory.mktemp("video") / "shapes.avi"
+    return path, write_shapes_video(path, frames=90)

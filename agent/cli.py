@@ -63,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[tuple[str, str], object]:
     return {
-        ("source", "uri"): args.source, ("source", "loop"): args.loop,
-        ("model", "path"): args.model, ("model", "precision"): args.precision, ("model", "threads"): args.threads,
-        ("mqtt", "host"): args.mqtt_host, ("mqtt", "port"): args.mqtt_port, ("mqtt", "device_id"): args.device_id,
+        ("source", "uri"): args.source,
+        ("source", "loop"): args.loop,
+        ("model", "path"): args.model,
+        ("model", "precision"): args.precision,
+        ("model", "threads"): args.threads,
+        ("mqtt", "host"): args.mqtt_host,
+        ("mqtt", "port"): args.mqtt_port,
+        ("mqtt", "device_id"): args.device_id,
     }
 
 
@@ -86,8 +91,14 @@ def configure_logging(level: str) -> None:
 def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
     model = config.model
     return load_detector(
-        model.path, model.precision, model.threads or 0, confidence=model.confidence, iou=model.iou,
-        classes=model.classes, class_confidence=dict(model.class_confidence), max_detections=model.max_detections,
+        model.path,
+        model.precision,
+        model.threads or 0,
+        confidence=model.confidence,
+        iou=model.iou,
+        classes=model.classes,
+        class_confidence=dict(model.class_confidence),
+        max_detections=model.max_detections,
     )
 
 
@@ -129,13 +140,14 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         settings = LoopSettings(
-            max_frame_age=config.source.max_frame_age, stats_interval=config.stats.interval,
-            end_after=config.events.end_after, detections_qos=config.mqtt.detections_qos,
-            publish_empty=config.mqtt.publish_empty, max_frames=max_frames,
+            max_frame_age=config.source.max_frame_age,
+            stats_interval=config.stats.interval,
+            end_after=config.events.end_after,
+            detections_qos=config.mqtt.detections_qos,
+            publish_empty=config.mqtt.publish_empty,
+            max_frames=max_frames,
         )
-        loop = AgentLoop(
-            source, detector, publisher, settings, stop=stop, on_frame=frame_done, on_stats=stats_done
-        )
+        loop = AgentLoop(source, detector, publisher, settings, stop=stop, on_frame=frame_done, on_stats=stats_done)
         try:
             counters = loop.run()
         finally:

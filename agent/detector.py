@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.bundle import BundleError, load_bundle, sha256_file, verify_model_file
 from agent.detections import Detections
-from agent.inference import InferenceModel
+from agent.inference import InferenceModel, cpu_has_vnni, is_x86
 from agent.letterbox import DEFAULT_PAD_VALUE, Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
 
@@ -51,8 +51,13 @@ class Detector:
     """Letterbox -> onnxruntime -> postprocess for one model; returns detections and stage times."""
 
     def __init__(
-        self, model: InferenceModel, identity: ModelIdentity, names: dict[int, str], head: str,
-        pad_value: int, settings: PostprocessSettings,
+        self,
+        model: InferenceModel,
+        identity: ModelIdentity,
+        names: dict[int, str],
+        head: str,
+        pad_value: int,
+        settings: PostprocessSettings,
     ) -> None:
         self.model = model
         self.identity = identity
@@ -98,8 +103,14 @@ def label_ids(names: dict[int, str], labels: list[str] | tuple[str, ...], what: 
 
 
 def load_detector(
-    path: Path, precision: str, threads: int, confidence: float = 0.25, iou: float = 0.45,
-    classes: tuple[str, ...] = (), class_confidence: dict[str, float] | None = None, max_detections: int = 300,
+    path: Path,
+    precision: str,
+    threads: int,
+    confidence: float = 0.25,
+    iou: float = 0.45,
+    classes: tuple[str, ...] = (),
+    class_confidence: dict[str, float] | None = None,
+    max_detections: int = 300,
 ) -> tuple[Detector, LoadReport]:
     """Verify and load a bundle directory or an .onnx file. Raises BundleError / ModelLoadError naming the file."""
     started = time.perf_counter()
@@ -136,16 +147,29 @@ def load_detector(
         identity = ModelIdentity(path.stem, declared, sha256_file(path))
     else:
         raise BundleError(f"model {path} does not exist; pass a bundle directory or an .onnx file")
+    if identity.precision == "int8" and is_x86() and not cpu_has_vnni():
+        log.warning(
+            "INT8 on an x86 CPU without VNNI: onnxruntime's fast INT8 kernel is less accurate here than on the "
+            "Pi (a few mAP points); use precision fp32 on this host if accuracy matters more than speed"
+        )
     class_confidence = class_confidence or {}
     confidence_ids = label_ids(names, list(class_confidence), "model.class_confidence")
     settings = PostprocessSettings(
-        confidence=confidence, iou=iou, max_detections=max_detections,
+        confidence=confidence,
+        iou=iou,
+        max_detections=max_detections,
         classes=frozenset(label_ids(names, classes, "model.classes").values()) if classes else None,
         class_confidence={confidence_ids[label]: threshold for label, threshold in class_confidence.items()},
     )
     detector = Detector(model, identity, names, head, pad_value, settings)
     report = LoadReport(load_seconds=round(time.perf_counter() - started, 3), timings_ms=timings)
-    log.info("model loaded: %s %s (%s head, %d classes, %d threads) in %.2f s", identity.name, identity.precision,
-             head, len(names), model.threads, report.load_seconds)
+    log.info(
+        "model loaded: %s %s (%s head, %d classes, %d threads) in %.2f s",
+        identity.name,
+        identity.precision,
+        head,
+        len(names),
+        model.threads,
+        report.load_seconds,
+    )
     return detector, report
-

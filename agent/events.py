@@ -72,7 +72,8 @@ class PresenceTracker:
     def expire(self, now: float, frame: int, keep: set[str] | None = None) -> list[PresenceEvent]:
         """End presences unseen for end_after seconds; call it also when no frames arrive."""
         ended = [
-            label for label, p in self._open.items()
+            label
+            for label, p in self._open.items()
             if (keep is None or label not in keep) and now - p.last_seen >= self.end_after
         ]
         return [self._end(label, now, frame) for label in sorted(ended)]

@@ -56,8 +56,12 @@ class Letterbox:
         pad_x = round((dst_w - new_w) / 2 - 0.1)
         pad_y = round((dst_h - new_h) / 2 - 0.1)
         return LetterboxTransform(
-            scale_x=new_w / src_w, scale_y=new_h / src_h, resized_wh=(new_w, new_h),
-            pad_x=pad_x, pad_y=pad_y, source_hw=(src_h, src_w),
+            scale_x=new_w / src_w,
+            scale_y=new_h / src_h,
+            resized_wh=(new_w, new_h),
+            pad_x=pad_x,
+            pad_y=pad_y,
+            source_hw=(src_h, src_w),
         )
 
     def canvas(self, image_bgr: np.ndarray) -> tuple[np.ndarray, LetterboxTransform]:

@@ -19,8 +19,11 @@ def nms_class_aware(
     boxes_xywh = np.asarray(boxes_xyxy, dtype=np.float32).copy()
     boxes_xywh[:, 2:] -= boxes_xywh[:, :2]
     keep = cv2.dnn.NMSBoxesBatched(
-        boxes_xywh, np.asarray(scores, dtype=np.float32), np.asarray(class_ids, dtype=np.int32),
-        0.0, float(iou_threshold),
+        boxes_xywh,
+        np.asarray(scores, dtype=np.float32),
+        np.asarray(class_ids, dtype=np.int32),
+        0.0,
+        float(iou_threshold),
     )
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
     # OpenCV returns kept boxes ordered by score; cap after that ordering.

@@ -33,18 +33,27 @@ def detections_payload(result: FrameResult, names: Mapping[int, str], model: Map
     ]
     timings = result.timings.as_dict()
     timings.pop("publish")  # not known until this very message is out
-    return dumps({
-        "frame": result.frame_id,
-        "ts": round(result.captured_at, 3),
-        "source": {"width": width, "height": height},
-        "model": dict(model),
-        "latency_ms": timings,
-        "detections": items,
-    })
+    return dumps(
+        {
+            "frame": result.frame_id,
+            "ts": round(result.captured_at, 3),
+            "source": {"width": width, "height": height},
+            "model": dict(model),
+            "latency_ms": timings,
+            "detections": items,
+        }
+    )
 
 
 def event_payload(event: PresenceEvent, seq: int) -> bytes:
-    return dumps({
-        "seq": seq, "type": event.type, "label": event.label, "count": event.count,
-        "max_confidence": event.max_confidence, "ts": round(event.ts, 3), "frame": event.frame,
-    })
+    return dumps(
+        {
+            "seq": seq,
+            "type": event.type,
+            "label": event.label,
+            "count": event.count,
+            "max_confidence": event.max_confidence,
+            "ts": round(event.ts, 3),
+            "frame": event.frame,
+        }
+    )

@@ -33,9 +33,7 @@ class Publisher(Protocol):
         QoS 1 messages are durable: they are not lost if the broker is away.
         """
 
-    def publish_sequenced(
-        self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False
-    ) -> int:
+    def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
         """Publish `build(seq)` where seq is the next number of a counter that never repeats; return seq.
 
         The number is taken and the message stored in one step, so a crash
@@ -74,9 +72,7 @@ class StdoutPublisher:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self._write(topic, payload, qos, retain)
 
-    def publish_sequenced(
-        self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False
-    ) -> int:
+    def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
         # A dry run has no outbox: numbers start at 1 each run.
         with self._lock:
             self._seq += 1

@@ -166,15 +166,22 @@ class AgentLoop:
         stats = {
             "ts": round(time.time(), 3),
             **self.window.summary(),
-            "frames": {"processed": self.counters.processed, "dropped": self.counters.dropped,
-                       "stale": self.counters.stale},
+            "frames": {
+                "processed": self.counters.processed,
+                "dropped": self.counters.dropped,
+                "stale": self.counters.stale,
+            },
             "events": {"held": len(self._unsent), "lost": self.counters.events_lost},
             **board_health(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "model": self.detector.identity.as_dict(),
-            "mqtt": {"connected": transport.connected, "outbox_pending": transport.outbox_pending,
-                     "outbox_dropped": transport.outbox_dropped, "reconnects": transport.reconnects,
-                     **transport.extra},
+            "mqtt": {
+                "connected": transport.connected,
+                "outbox_pending": transport.outbox_pending,
+                "outbox_dropped": transport.outbox_dropped,
+                "reconnects": transport.reconnects,
+                **transport.extra,
+            },
             "source": _source_summary(source_health),
         }
         self.last_stats = stats

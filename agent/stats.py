@@ -47,8 +47,11 @@ class StatsWindow:
             if values:
                 array = np.asarray(values)
                 p50, p95 = np.percentile(array, [50, 95])
-                latency[stage] = {"p50": round(float(p50), 2), "p95": round(float(p95), 2),
-                                  "max": round(float(array.max()), 2)}
+                latency[stage] = {
+                    "p50": round(float(p50), 2),
+                    "p95": round(float(p95), 2),
+                    "max": round(float(array.max()), 2),
+                }
         summary = {"fps": round(self._frames / elapsed, 2), "window_s": round(elapsed, 2), "latency_ms": latency}
         self.started_mono = now_mono
         self._frames = 0

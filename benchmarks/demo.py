@@ -84,9 +84,7 @@ def main() -> int:
 
     print("== 2/4 convert the fixture model into a bundle")
     bundle = args.out / "bundle"
-    subprocess.run(
-        [BIN / "yolo-edge-convert", WEIGHTS, "--out", bundle, "--calib", data_yaml, "--force"], check=True
-    )
+    subprocess.run([BIN / "yolo-edge-convert", WEIGHTS, "--out", bundle, "--calib", data_yaml, "--force"], check=True)
 
     broker = None
     host, port = args.mqtt_host, args.mqtt_port
@@ -108,9 +106,22 @@ def main() -> int:
     try:
         print("== 4/4 agent on the sample video; messages as the subscriber receives them")
         subprocess.run(
-            [BIN / "yolo-edge-agent", "run", "--source", video, "--model", bundle, "--mqtt-host", host,
-             "--mqtt-port", str(port), "--device-id", "demo"],
-            check=True, env={**os.environ, "YOLO_EDGE_AGENT_STATE_DIR": str(args.out / "state")},
+            [
+                BIN / "yolo-edge-agent",
+                "run",
+                "--source",
+                video,
+                "--model",
+                bundle,
+                "--mqtt-host",
+                host,
+                "--mqtt-port",
+                str(port),
+                "--device-id",
+                "demo",
+            ],
+            check=True,
+            env={**os.environ, "YOLO_EDGE_AGENT_STATE_DIR": str(args.out / "state")},
         )
         time.sleep(1.0)  # let the last messages reach the viewer
     finally:
@@ -132,8 +143,10 @@ def main() -> int:
     counts = {}
     for topic, _ in received:
         counts[topic.rsplit("/", 1)[1]] = counts.get(topic.rsplit("/", 1)[1], 0) + 1
-    print(f"model {final['model']['name']} {final['model']['precision']}; fps {final['fps']}; "
-          f"messages: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
+    print(
+        f"model {final['model']['name']} {final['model']['precision']}; fps {final['fps']}; "
+        f"messages: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}"
+    )
     print(f"bundle report: {bundle / 'report.md'}")
     return 0
 

@@ -30,20 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=Path, help="validation images: folder, video or data.yaml (val split)")
     parser.add_argument("--imgsz", type=int, help="input size in pixels (default: the size the model was trained at)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="both")
-    parser.add_argument("--head", choices=HEAD_CHOICES, default="auto",
-                        help="auto: end2end for YOLO26, classic otherwise")
-    parser.add_argument("--max-map-drop", type=float, default=1.0, metavar="POINTS",
-                        help="largest INT8 mAP50-95 drop (points) that is still deployable (default 1.0)")
-    parser.add_argument("--min-agreement", type=float, default=0.9,
-                        help="without labels: least INT8-vs-FP32 agreement mAP50 that is deployable (default 0.9)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing bundle; write a failing one marked not deployable")
+    parser.add_argument(
+        "--head", choices=HEAD_CHOICES, default="auto", help="auto: end2end for YOLO26, classic otherwise"
+    )
+    parser.add_argument(
+        "--max-map-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="largest INT8 mAP50-95 drop (points) that is still deployable (default 1.0)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.9,
+        help="without labels: least INT8-vs-FP32 agreement mAP50 that is deployable (default 0.9)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing bundle; write a failing one marked not deployable"
+    )
     parser.add_argument("--calib-size", type=int, default=200, help="calibration images to use (default 200)")
     parser.add_argument("--val-size", type=int, default=300, help="validation images to use (default 300)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads for validation timing (default: all cores)")
     parser.add_argument("--activation-type", choices=("uint8", "int8"), default=defaults.activation_type)
-    parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"),
-                        default=defaults.calibration_method)
+    parser.add_argument(
+        "--calibration-method", choices=("minmax", "entropy", "percentile"), default=defaults.calibration_method
+    )
     return parser
 
 
@@ -55,9 +67,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"yolo-edge-convert: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return EXIT_USER_ERROR
     request = ConvertRequest(
-        weights=args.weights, out=args.out, calib=args.calib, val=args.val, imgsz=args.imgsz,
-        precision=args.precision, head=args.head, max_map_drop=args.max_map_drop, min_agreement=args.min_agreement,
-        force=args.force, calib_size=args.calib_size, val_size=args.val_size, threads=args.threads,
+        weights=args.weights,
+        out=args.out,
+        calib=args.calib,
+        val=args.val,
+        imgsz=args.imgsz,
+        precision=args.precision,
+        head=args.head,
+        max_map_drop=args.max_map_drop,
+        min_agreement=args.min_agreement,
+        force=args.force,
+        calib_size=args.calib_size,
+        val_size=args.val_size,
+        threads=args.threads,
         quantize=QuantizeOptions(activation_type=args.activation_type, calibration_method=args.calibration_method),
     )
     try:
@@ -69,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         print("yolo-edge-convert: interrupted; nothing was written", file=sys.stderr)
         return 130
     if outcome.bundle is None:
-        print(f"yolo-edge-convert: not deployable: {outcome.verdict}. Nothing written; "
-              "--force writes it marked not deployable", file=sys.stderr)
+        print(
+            f"yolo-edge-convert: not deployable: {outcome.verdict}. Nothing written; "
+            "--force writes it marked not deployable",
+            file=sys.stderr,
+        )
         return EXIT_NOT_DEPLOYABLE
     state = "deployable" if outcome.deployable else "NOT deployable"
     print(f"wrote {outcome.bundle} ({state}: {outcome.verdict})")

@@ -87,8 +87,15 @@ def export_pt(weights: Path, workdir: Path, imgsz: int | None, head: str) -> Exp
     shutil.copyfile(weights, staged)
     try:
         exported = YOLO(str(staged)).export(
-            format="onnx", imgsz=size, opset=EXPORT_OPSET, simplify=True, dynamic=False, batch=1,
-            device="cpu", nms=False if chosen_head == "end2end" else None, verbose=False,
+            format="onnx",
+            imgsz=size,
+            opset=EXPORT_OPSET,
+            simplify=True,
+            dynamic=False,
+            batch=1,
+            device="cpu",
+            nms=False if chosen_head == "end2end" else None,
+            verbose=False,
         )
     except Exception as error:
         raise ConvertError(f"Ultralytics could not export {weights} to ONNX: {_first_line(error)}") from None
@@ -137,13 +144,26 @@ def _describe_onnx(
         output_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
         names = {i: str(i) for i in range(max(output_dims[1] - 4, 0))} if head == "classic" else {}
     stride = int(metadata.get("stride", 32))
-    _write_metadata(onnx_path, {
-        "yolo_edge_head": head, "task": "detect", "stride": str(stride),
-        "imgsz": str([dims[2], dims[3]]), "names": str(names),
-    })
+    _write_metadata(
+        onnx_path,
+        {
+            "yolo_edge_head": head,
+            "task": "detect",
+            "stride": str(stride),
+            "imgsz": str([dims[2], dims[3]]),
+            "names": str(names),
+        },
+    )
     return ExportedModel(
-        onnx_path=onnx_path, model_name=source.stem, names=names, imgsz=(dims[2], dims[3]), stride=stride,
-        head=head, source_path=source, source_sha256=sha256_file(source), source_kind=kind,
+        onnx_path=onnx_path,
+        model_name=source.stem,
+        names=names,
+        imgsz=(dims[2], dims[3]),
+        stride=stride,
+        head=head,
+        source_path=source,
+        source_sha256=sha256_file(source),
+        source_kind=kind,
         ultralytics_version=ultralytics_version,
     )
 

@@ -116,8 +116,14 @@ def _verdict(request: ConvertRequest, validation: Validation) -> tuple[bool, str
 
 
 def _manifest(
-    request: ConvertRequest, exported: Any, staging: Path, validation: Validation, deployable: bool, verdict: str,
-    quantization: dict[str, Any] | None, calibration: dict[str, Any] | None,
+    request: ConvertRequest,
+    exported: Any,
+    staging: Path,
+    validation: Validation,
+    deployable: bool,
+    verdict: str,
+    quantization: dict[str, Any] | None,
+    calibration: dict[str, Any] | None,
 ) -> dict[str, Any]:
     files = {
         precision: describe_file(staging, name)
@@ -136,22 +142,34 @@ def _manifest(
         "stride": exported.stride,
         "head": exported.head,
         "preprocess": {
-            "letterbox": True, "pad_value": DEFAULT_PAD_VALUE, "color": "RGB", "scale": 1 / 255,
-            "layout": "NCHW", "interpolation": "linear",
+            "letterbox": True,
+            "pad_value": DEFAULT_PAD_VALUE,
+            "color": "RGB",
+            "scale": 1 / 255,
+            "layout": "NCHW",
+            "interpolation": "linear",
         },
         "quantization": quantization,
         "calibration": calibration,
         "validation": {
-            "source": validation.source, "labelled": validation.labelled, "images": validation.images,
-            "instances": validation.instances, "skipped": validation.skipped, "threads": validation.threads,
-            "speedup_int8": validation.speedup, "size_ratio_int8": validation.size_ratio,
+            "source": validation.source,
+            "labelled": validation.labelled,
+            "images": validation.images,
+            "instances": validation.instances,
+            "skipped": validation.skipped,
+            "threads": validation.threads,
+            "exact_int8_accuracy": validation.exact_int8_accuracy,
+            "speedup_int8": validation.speedup,
+            "size_ratio_int8": validation.size_ratio,
             "map50_95_drop_points": validation.map_drop_points,
             "per_precision": {p: asdict(f) for p, f in validation.figures.items()},
         },
         "deployable": deployable,
         "verdict": verdict,
         "source_weights": {
-            "name": exported.source_path.name, "kind": exported.source_kind, "sha256": exported.source_sha256,
+            "name": exported.source_path.name,
+            "kind": exported.source_kind,
+            "sha256": exported.source_sha256,
         },
         "tools": tool_versions(),
     }
@@ -183,30 +201,43 @@ def convert(request: ConvertRequest) -> ConvertOutcome:
             tensors, calib_skips = _calibration_tensors(calib_source, request.calib_size, exported.imgsz)
             with _progress("calibrating", len(tensors)) as bar:
                 result = quantize_model(
-                    models["fp32"], staging / MODEL_FILE_NAMES["int8"], tensors, request.quantize,
+                    models["fp32"],
+                    staging / MODEL_FILE_NAMES["int8"],
+                    tensors,
+                    request.quantize,
                     progress=lambda done, total: bar.update(done - bar.n),
                 )
             models["int8"] = staging / MODEL_FILE_NAMES["int8"]
             calibration = {
-                "source": calib_source.description, "images": len(tensors), "skipped": len(calib_skips.skipped),
+                "source": calib_source.description,
+                "images": len(tensors),
+                "skipped": len(calib_skips.skipped),
             }
             quantization = {
-                **asdict(request.quantize), "format": "QDQ", "weights": "int8 per-channel",
-                "excluded_nodes": len(result.excluded_nodes), "seconds": round(result.seconds, 1),
+                **asdict(request.quantize),
+                "format": "QDQ",
+                "weights": "int8 per-channel",
+                "excluded_nodes": len(result.excluded_nodes),
+                "seconds": round(result.seconds, 1),
             }
             del tensors
         skips = SkipCounter()
         with _progress("validating", min(request.val_size, len(val_source))) as bar:
             validation = validate_models(
-                models, val_source.iter_images(request.val_size, skips), exported.head, exported.imgsz,
-                DEFAULT_PAD_VALUE, threads, val_source.description, val_source.labelled,
-                skipped=lambda: len(skips.skipped), progress=lambda items: _counted(items, bar),
+                models,
+                val_source.iter_images(request.val_size, skips),
+                exported.head,
+                exported.imgsz,
+                DEFAULT_PAD_VALUE,
+                threads,
+                val_source.description,
+                val_source.labelled,
+                skipped=lambda: len(skips.skipped),
+                progress=lambda items: _counted(items, bar),
             )
         deployable, verdict = _verdict(request, validation)
         shutil.rmtree(workdir)
-        manifest = _manifest(
-            request, exported, staging, validation, deployable, verdict, quantization, calibration
-        )
+        manifest = _manifest(request, exported, staging, validation, deployable, verdict, quantization, calibration)
         report = render_report(
             exported.model_name, validation, deployable, verdict, calibration, quantization, manifest["tools"]
         )

@@ -30,6 +30,11 @@ def render_report(
         count += f", {validation.instances} labelled objects"
     lines.append(f"Source: {validation.source} ({count}; {validation.skipped} unreadable skipped).")
     lines.append(f"Latency: median onnxruntime `run` on this host, {validation.threads} threads, same images.")
+    if validation.exact_int8_accuracy:
+        lines.append(
+            "INT8 accuracy: scored with exact integer arithmetic, as on ARM; this x86 CPU lacks VNNI, and "
+            "onnxruntime's fast INT8 kernel here is less accurate (latency is from that fast kernel)."
+        )
     lines.append("")
     if validation.labelled:
         lines += ["| precision | mAP50 | mAP50-95 | latency ms | size MB |", "|---|---|---|---|---|"]

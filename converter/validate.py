@@ -3,6 +3,11 @@
 With labels: mAP50 and mAP50-95 of each precision. Without labels: INT8 is
 scored against FP32's own detections. Latency is the median of onnxruntime
 `run` calls made alternately on the same tensors with the same session options.
+
+On an x86 host without VNNI, onnxruntime's fast INT8 kernel is inexact (see
+agent.inference.session_options), so INT8 accuracy is scored from a second, exact
+session: the figure the Raspberry Pi (ARM, exact arithmetic) will reach. Latency
+still comes from the fast session.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.detections import Detections
-from agent.inference import InferenceModel
+from agent.inference import InferenceModel, cpu_has_vnni, is_x86
 from agent.letterbox import Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
 from converter.images import LabelledImage
@@ -54,6 +59,8 @@ class Validation:
     skipped: int
     threads: int
     figures: Mapping[str, PrecisionFigures]
+    # True when INT8 accuracy came from exact sessions because this host's fast kernel is inexact.
+    exact_int8_accuracy: bool = False
 
     @property
     def speedup(self) -> float | None:
@@ -82,6 +89,13 @@ def _timed_run(model: InferenceModel, tensor: np.ndarray) -> tuple[np.ndarray, f
     return output, (time.perf_counter() - start) * 1000.0
 
 
+def exact_int8_sessions(models: Mapping[str, Path], threads: int) -> dict[str, InferenceModel]:
+    """Exact-arithmetic sessions for the quantized models, only where the fast kernel is inexact."""
+    if not is_x86() or cpu_has_vnni():
+        return {}
+    return {p: InferenceModel(path, threads, exact_int8=True) for p, path in models.items() if p != "fp32"}
+
+
 def validate_models(
     models: Mapping[str, Path],
     images: Iterable[LabelledImage],
@@ -99,6 +113,7 @@ def validate_models(
     Models run alternately per image, so machine noise hits both alike.
     """
     sessions = {precision: InferenceModel(path, threads) for precision, path in models.items()}
+    exact = exact_int8_sessions(models, threads)
     letterbox = Letterbox(input_hw, pad_value)
     evaluate = Postprocessor(head, EVAL_SETTINGS)
     reference = Postprocessor(head, REFERENCE_SETTINGS)
@@ -112,6 +127,8 @@ def validate_models(
             output, elapsed_ms = _timed_run(session, tensor)
             if index >= WARMUP_IMAGES:
                 latencies[precision].append(elapsed_ms)
+            if precision in exact:
+                output = exact[precision].run(tensor)
             predictions[precision].append(evaluate(output, transform))
             if precision == "fp32" and not labelled:
                 references.append(reference(output, transform))
@@ -135,7 +152,8 @@ def validate_models(
                 ((d.boxes_xyxy, d.scores, d.class_ids) for d in predictions[precision]),
             )
             values = {
-                "agreement_map50": scored.map50, "mean_best_iou": scored.mean_best_iou,
+                "agreement_map50": scored.map50,
+                "mean_best_iou": scored.mean_best_iou,
                 "reference_boxes": scored.reference_boxes,
             }
         figures[precision] = PrecisionFigures(
@@ -143,6 +161,12 @@ def validate_models(
         )
     instances = sum(len(t.class_ids) for t in truths) if labelled else None
     return Validation(
-        source=source, labelled=labelled, images=len(truths), instances=instances, skipped=skipped(),
-        threads=threads, figures=figures,
+        source=source,
+        labelled=labelled,
+        images=len(truths),
+        instances=instances,
+        skipped=skipped(),
+        threads=threads,
+        figures=figures,
+        exact_int8_accuracy=bool(exact),
     )

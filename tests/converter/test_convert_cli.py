@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from converter.quantize import find_head_tail_nodes
 
 from agent.bundle import load_bundle, sha256_file, verify_model_file
 from agent.inference import InferenceModel
@@ -18,6 +17,7 @@ from agent.letterbox import Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
 from converter.cli import main
 from converter.metrics import box_iou_xyxy
+from converter.quantize import find_head_tail_nodes
 
 
 def run_cli(capsys, *args: str | Path) -> tuple[int, str]:
@@ -72,7 +72,7 @@ def test_user_errors_give_one_line_and_exit_2(case, tmp_path, image_folder, caps
     code, output = run_cli(capsys, *args)
     assert code == 2
     assert expected in output
-    assert len([line for line in output.splitlines() if "error" in line]) == 1
+    assert len([line for line in output.splitlines() if line.startswith("yolo-edge-convert: error")]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written
 
 
@@ -95,17 +95,25 @@ def test_segmentation_model_is_refused(segment_weights, tmp_path, image_folder, 
 
 def quantize_op_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
     producers = {output: node for node in model.graph.node for output in node.output}
-    return {
-        node.name: [producers[i].op_type for i in node.input if i in producers]
-        for node in model.graph.node
-    }
+    return {node.name: [producers[i].op_type for i in node.input if i in producers] for node in model.graph.node}
 
 
 @pytest.fixture(scope="module")
 def fixture_bundle(tmp_path_factory, fixture_weights, shapes_dataset) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "shapes"
-    code = main([str(fixture_weights), "--out", str(out), "--calib", str(shapes_dataset),
-                 "--calib-size", "64", "--val-size", "60"])
+    code = main(
+        [
+            str(fixture_weights),
+            "--out",
+            str(out),
+            "--calib",
+            str(shapes_dataset),
+            "--calib-size",
+            "64",
+            "--val-size",
+            "60",
+        ]
+    )
     assert code == 0
     return out
 
@@ -126,7 +134,10 @@ def test_fixture_bundle_matches_its_manifest(fixture_bundle):
     assert validation["fp32"]["map50_95"] - validation["int8"]["map50_95"] <= 0.01
     assert (fixture_bundle / "report.md").read_text().startswith("# yolo-edge bundle")
     assert sorted(p.name for p in fixture_bundle.iterdir()) == [
-        "manifest.json", "model.fp32.onnx", "model.int8.onnx", "report.md"
+        "manifest.json",
+        "model.fp32.onnx",
+        "model.int8.onnx",
+        "report.md",
     ]
 
 
@@ -211,8 +222,21 @@ def test_yolo26_heads(tmp_path, image_folder, capsys, head, expected_shape):
     weights = tmp_path / "yolo26n.pt"
     YOLO("yolo26n.yaml").save(str(weights))
     out = tmp_path / "bundle"
-    code, _ = run_cli(capsys, weights, "--out", out, "--calib", image_folder, "--imgsz", "160",
-                      "--head", head, "--force", "--precision", "both")
+    code, _ = run_cli(
+        capsys,
+        weights,
+        "--out",
+        out,
+        "--calib",
+        image_folder,
+        "--imgsz",
+        "160",
+        "--head",
+        head,
+        "--force",
+        "--precision",
+        "both",
+    )
     assert code == 0
     bundle = load_bundle(out)
     assert bundle.head == ("end2end" if head == "auto" else "classic")

@@ -1,0 +1,302 @@
+"""yolo-edge-agent as a user runs it (a subprocess), and a separate MQTT client that watches its topics.
+
+Helpers for tests/agent/test_agent_run.py. Every wait has a timeout and says what it waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+AGENT = (sys.executable, "-m", "agent.cli")
+PREFIX = "yolo-edge"
+
+
+def agent_env(state_dir: Path, **settings: object) -> dict[str, str]:
+    """The environment of an agent subprocess: ours without YOLO_EDGE_* variables, plus `settings`.
+
+    settings: name=value pairs set as YOLO_EDGE_<NAME> (mqtt_keepalive=5 -> YOLO_EDGE_MQTT_KEEPALIVE=5).
+    One inference thread (the machine is shared) and a 1 s reconnect cap are the defaults here.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("YOLO_EDGE_")}
+    defaults: dict[str, object] = {"agent_state_dir": state_dir, "model_threads": 1, "mqtt_reconnect_max_s": 1}
+    for name, value in (defaults | settings).items():
+        env[f"YOLO_EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def broker_args(host: str, port: int, device_id: str) -> list[str]:
+    return ["--mqtt-host", host, "--mqtt-port", str(port), "--device-id", device_id]
+
+
+class AgentProcess:
+    """`yolo-edge-agent <args>` in the background; stdout and stderr go to files in `workdir`.
+
+    A context manager: leaving it kills the agent if it still runs (a failed test leaves nothing behind).
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str = "agent") -> None:
+        self.args = args
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen([*AGENT, *args], stdout=out, stderr=err, env=env, cwd=workdir)
+        self.started = time.monotonic()
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def describe(self) -> str:
+        return f"agent {' '.join(self.args)} (exit code {self.process.poll()}); stderr:\n{self.stderr[-3000:]}"
+
+    def wait_log(self, text: str, timeout: float) -> None:
+        """Wait until stderr contains `text`; fail at once if the agent exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if not self.running:
+                raise AssertionError(f"the agent exited before logging {text!r}: {self.describe()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the agent did not log {text!r} within {timeout} s: {self.describe()}")
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the agent exited by itself within `timeout` seconds."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the agent did not exit within {timeout} s: {self.describe()}") from None
+
+    def stop(self, timeout: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; return (exit code, seconds it took to exit)."""
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        return code, time.monotonic() - sent
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, no DISCONNECT, nothing flushed."""
+        self.process.kill()
+        self.process.wait(5)
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.running:
+            self.kill()
+
+
+def run_agent(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run the agent to its end; its output as text."""
+    try:
+        return subprocess.run([*AGENT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"agent {' '.join(args)} did not finish within {timeout} s: {error.stderr}") from None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message the observer received. at: time.time() when it arrived (payload times are wall clock too)."""
+
+    at: float
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    @property
+    def name(self) -> str:
+        """The topic below `<prefix>/<device>/` (status, detections, events, stats)."""
+        return self.topic.rsplit("/", 1)[-1]
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Observer:
+    """A separate MQTT client recording everything under `<prefix>/<device>/#` at QoS 1.
+
+    It subscribes again on every connect, so it keeps watching across a broker restart (paho
+    reconnects it about once a second); `subscriptions` counts the SUBACKs.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        device_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.topic_prefix = f"{PREFIX}/{device_id}"
+        self.messages: list[Message] = []
+        self.subscriptions = 0
+        self._changed = threading.Condition()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"observer-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=10)
+        self.client.loop_start()
+        try:
+            self.wait_subscribed(1, timeout)
+        except AssertionError:
+            self.close()
+            raise
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
+        if not reason.is_failure:
+            client.subscribe(f"{self.topic_prefix}/#", qos=1)
+
+    def _on_subscribe(self, *args: object) -> None:
+        with self._changed:
+            self.subscriptions += 1
+            self._changed.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._changed:
+            self.messages.append(Message(time.time(), message.topic, message.payload, message.qos, message.retain))
+            self._changed.notify_all()
+
+    def on(self, name: str) -> list[Message]:
+        """Messages received on `<prefix>/<device>/<name>`, in arrival order."""
+        with self._changed:
+            return [m for m in self.messages if m.topic == f"{self.topic_prefix}/{name}"]
+
+    def json(self, name: str) -> list[Any]:
+        return [m.json() for m in self.on(name)]
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until `predicate()` (evaluated after each message; it may call on() and json())."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(m.topic, m.payload[:80]) for m in self.messages[-10:]]
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last messages: {seen}")
+                # A timeout as well as the notification: predicates may depend on more than messages.
+                self._changed.wait(min(remaining, 0.1))
+
+    def wait_count(self, name: str, count: int, timeout: float) -> list[Message]:
+        self.wait_for(f"{count} message(s) on {name}", lambda: len(self.on(name)) >= count, timeout)
+        return self.on(name)
+
+    def wait_subscribed(self, count: int, timeout: float) -> None:
+        self.wait_for(f"subscription number {count}", lambda: self.subscriptions >= count, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(host: str, port: int, device_id: str, names: tuple[str, ...], timeout: float = 5.0) -> dict[str, Message]:
+    """What a client subscribing now is given as retained, by topic name (waits until each of `names` came)."""
+    observer = Observer(host, port, device_id, timeout=timeout)
+    try:
+        observer.wait_for(
+            f"retained {', '.join(names)}",
+            lambda: all(any(m.retain for m in observer.on(name)) for name in names),
+            timeout,
+        )
+        time.sleep(0.2)  # anything else retained comes in the same burst
+        return {m.name: m for m in list(observer.messages) if m.retain}
+    finally:
+        observer.close()
+
+
+def outbox_events(state_dir: Path) -> list[dict[str, Any]]:
+    """The events waiting in the agent's outbox file, oldest first (read while the agent may write)."""
+    path = state_dir / "outbox.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path, timeout=5.0)
+    try:
+        rows = db.execute("SELECT topic, payload FROM messages ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # the agent has not created its tables yet
+        return []
+    finally:
+        db.close()
+    return [json.loads(payload) for topic, payload in rows if topic.endswith("/events")]
+
+
+class MjpegServer:
+    """multipart/x-mixed-replace stream of the given JPEG frames, over and over, on 127.0.0.1."""
+
+    def __init__(self, jpegs: list[bytes], fps: float = 10.0) -> None:
+        stopping = self._stopping = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 2.0  # a client that stops reading cannot hold a handler thread forever
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                count = 0
+                try:
+                    while not stopping.is_set():
+                        jpeg = jpegs[count % len(jpegs)]
+                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                        self.wfile.write(head.encode() + jpeg + b"\r\n")
+                        count += 1
+                        stopping.wait(1.0 / fps)
+                except OSError:
+                    pass  # the client went away
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = False  # server_close() joins the handlers: nothing outlives stop()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(2.0)
+
+
+def iter_json_lines(text: str) -> Iterator[dict[str, Any]]:
+    for line in text.splitlines():
+        if line.strip():
+            yield json.loads(line)

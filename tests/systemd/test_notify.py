@@ -1,0 +1,294 @@
+"""systemd's notify protocol end to end: the real agent, a real datagram socket, a camera that stalls.
+
+The socket plays systemd: the agent gets NOTIFY_SOCKET and WATCHDOG_USEC exactly as a Type=notify
+unit with WatchdogSec= would give them, and every datagram it sends is recorded with its arrival time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.notify import SystemdNotifier
+from tests.systemd.stream import StallingMjpegServer
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "systemd" / "yolo-edge-agent.service"
+WATCHDOG_USEC = 1_000_000  # 1 s: the agent pings every 0.25 to 0.5 s while frames flow
+START_TIMEOUT_S = 60.0  # model load on a busy machine; the unit allows 120 s on a Pi
+
+
+def timeout_stop_s() -> float:
+    """The unit's TimeoutStopSec in seconds: a clean stop must fit in it or systemd kills the agent."""
+    value = re.search(r"^TimeoutStopSec=(\d+)s?$", UNIT.read_text(), re.MULTILINE)
+    assert value, "the unit sets no TimeoutStopSec in seconds"
+    return float(value.group(1))
+
+
+class NotifyListener:
+    """A unix datagram socket standing in for systemd; records (monotonic time, message lines)."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, list[str]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._lock:
+                self.messages.append((time.monotonic(), data.decode().split("\n")))
+
+    def times(self, line: str, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        """Arrival times of the messages holding `line` (exact, or a prefix ending in '=')."""
+        with self._lock:
+            found = [t for t, lines in self.messages if any(_matches(x, line) for x in lines)]
+        return [t for t in found if since <= t <= until]
+
+    def lines(self, prefix: str) -> list[str]:
+        with self._lock:
+            return [x for _, lines in self.messages for x in lines if x.startswith(prefix)]
+
+    def wait_for(self, line: str, timeout: float, since: float = 0.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.times(line, since):
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {line!r} within {timeout:g} s; received {self.messages!r}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        self.sock.close()
+
+
+def _matches(line: str, wanted: str) -> bool:
+    return line.startswith(wanted) if wanted.endswith("=") else line == wanted
+
+
+class Agent:
+    """`yolo-edge-agent run --dry-run` as a child process; its stderr is kept for failure messages."""
+
+    def __init__(self, model: Path, source: str, notify_socket: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_EDGE_", "NOTIFY_", "WATCHDOG_"))}
+        env.pop("JOURNAL_STREAM", None)
+        env.update(
+            NOTIFY_SOCKET=notify_socket,
+            WATCHDOG_USEC=str(WATCHDOG_USEC),
+            YOLO_EDGE_STATS_INTERVAL="1",  # STATUS lines every second, as `systemctl status` shows them
+            ORT_DISABLE_TELEMETRY="1",  # as the unit sets it
+        )
+        command = [sys.executable, "-m", "agent.cli", "run", "--dry-run", "--model", str(model), "--source", source]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line.rstrip())
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.stderr):
+                return
+            assert self.process.poll() is None, f"the agent exited early: {self.log()}"
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {text!r} within {timeout:g} s: {self.log()}")
+
+    def log(self) -> str:
+        return "\n".join(self.stderr[-30:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(2.0)
+
+
+@pytest.fixture
+def stream() -> Iterator[StallingMjpegServer]:
+    server = StallingMjpegServer(paused=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def path_listener(tmp_path: Path) -> Iterator[tuple[NotifyListener, str]]:
+    address = str(tmp_path / "notify.sock")
+    listener = NotifyListener(address)
+    yield listener, address
+    listener.close()
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[tuple[NotifyListener, str]]:
+    name = f"yolo-edge-test-{uuid.uuid4().hex[:12]}"
+    listener = NotifyListener("\0" + name)
+    yield listener, "@" + name
+    listener.close()
+
+
+def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sigterm(
+    fixture_onnx: Path, stream: StallingMjpegServer, path_listener: tuple[NotifyListener, str]
+) -> None:
+    listener, address = path_listener
+    agent = Agent(fixture_onnx, stream.url, address)
+    try:
+        # The model is loaded but the camera has delivered nothing: not ready yet.
+        agent.wait_for_log("model loaded", START_TIMEOUT_S)
+        time.sleep(1.5)
+        assert listener.times("READY=1") == [], "READY=1 before the first frame"
+        assert listener.times("WATCHDOG=1") == [], "a watchdog ping before any frame"
+
+        stream.resume()
+        ready_at = listener.wait_for("READY=1", 20.0)
+        assert any("first frame processed" in s for s in listener.lines("STATUS=")), listener.messages
+
+        # Frames flow: pings come steadily, well inside WatchdogSec.
+        time.sleep(3.0)
+        pings = listener.times("WATCHDOG=1", since=ready_at)
+        assert len(pings) >= 5, f"only {len(pings)} watchdog pings in 3 s of frames"
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert max(gaps) < WATCHDOG_USEC / 1e6, f"a gap of {max(gaps):.2f} s would trip WatchdogSec=1s"
+        assert min(gaps) >= WATCHDOG_USEC / 1e6 / 4 - 0.01, "pinged more often than WatchdogSec/4"
+        status = listener.wait_for("STATUS=", 5.0, since=ready_at + 0.01)
+        assert status, "no STATUS= update while running"
+        assert any("fps" in s and "fp32" in s for s in listener.lines("STATUS=")), listener.lines("STATUS=")
+
+        # The camera stalls (the read blocks): the pings stop, so systemd would restart the agent.
+        stream.pause()
+        paused_at = time.monotonic()
+        time.sleep(3.0)
+        late = listener.times("WATCHDOG=1", since=paused_at + 0.6)
+        assert late == [], f"watchdog pinged {len(late)} times during a stall of the camera"
+        assert agent.process.poll() is None, agent.log()
+
+        # The camera comes back: so do the pings.
+        stream.resume()
+        listener.wait_for("WATCHDOG=1", 10.0, since=time.monotonic())
+
+        agent.process.send_signal(signal.SIGTERM)
+        listener.wait_for("STOPPING=1", 5.0)
+        assert agent.process.wait(timeout_stop_s()) == 0, agent.log()
+        assert len(listener.times("READY=1")) == 1, "READY=1 sent more than once"
+    finally:
+        agent.stop()
+
+
+def test_abstract_socket_and_clean_stop_while_the_camera_is_stalled(
+    fixture_onnx: Path, stream: StallingMjpegServer, abstract_listener: tuple[NotifyListener, str]
+) -> None:
+    listener, address = abstract_listener
+    stream.resume()
+    agent = Agent(fixture_onnx, stream.url, address)
+    try:
+        listener.wait_for("READY=1", START_TIMEOUT_S)
+        listener.wait_for("WATCHDOG=1", 5.0)
+        stream.pause()
+        time.sleep(1.0)
+        # The source thread is stuck in a blocking read; the stop must still fit in TimeoutStopSec.
+        stopped_at = time.monotonic()
+        agent.process.send_signal(signal.SIGTERM)
+        listener.wait_for("STOPPING=1", 5.0, since=stopped_at)
+        assert agent.process.wait(timeout_stop_s()) == 0, agent.log()
+    finally:
+        agent.stop()
+
+
+# --- SystemdNotifier on its own ----------------------------------------------------------------
+
+
+def received(sock: socket.socket) -> list[str]:
+    """Every datagram waiting on `sock`, decoded."""
+    sock.settimeout(0.2)
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
+
+
+def test_without_notify_socket_every_call_does_nothing() -> None:
+    notifier = SystemdNotifier(env={})
+    assert not notifier.enabled
+    assert notifier.watchdog_interval_s is None
+    notifier.ready("x")
+    notifier.status("x")
+    notifier.frame_processed()
+    notifier.stopping()
+    notifier.close()
+
+
+def test_at_sign_means_the_abstract_namespace() -> None:
+    name = f"yolo-edge-test-{uuid.uuid4().hex[:12]}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        notifier = SystemdNotifier(env={"NOTIFY_SOCKET": "@" + name})
+        notifier.ready("running fp32")
+        notifier.ready("again")  # READY is sent once
+        notifier.close()
+        assert received(sock) == ["READY=1\nSTATUS=running fp32"]
+
+
+def test_path_socket_and_watchdog_rate(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}
+        notifier = SystemdNotifier(env=env)
+        assert notifier.watchdog_interval_s == pytest.approx(0.5)
+        for _ in range(3):
+            notifier.frame_processed()  # at most one ping per WatchdogSec/4
+        time.sleep(0.3)
+        notifier.frame_processed()
+        notifier.stopping()
+        notifier.close()
+        assert received(sock) == ["WATCHDOG=1", "WATCHDOG=1", "STOPPING=1\nSTATUS=stopping"]
+
+
+def test_watchdog_meant_for_another_process_is_ignored(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        # systemd sets WATCHDOG_PID to the main process; a child that inherited the variables must not ping.
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)}
+        notifier = SystemdNotifier(env=env)
+        assert notifier.watchdog_interval_s is None
+        notifier.frame_processed()
+        notifier.close()
+        assert received(sock) == []
+
+
+def test_a_socket_nobody_listens_on_is_not_an_error(tmp_path: Path) -> None:
+    notifier = SystemdNotifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": "1000000"})
+    assert notifier.enabled
+    notifier.ready("x")
+    notifier.frame_processed()
+    notifier.close()

@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The agent's tests talk to a real broker; install Mosquitto from apt when it is missing.
+# The agent's tests talk to a real broker; the systemd tests verify the unit with systemd-analyze and
+# lint the install script with shellcheck. Install from apt whatever of these is missing.
+APT_TOOLS := mosquitto:mosquitto mosquitto_sub:mosquitto-clients systemd-analyze:systemd shellcheck:shellcheck
 mosquitto:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
-		echo "installing mosquitto with apt"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+	@missing=""; for pair in $(APT_TOOLS); do \
+		tool=$${pair%%:*}; package=$${pair##*:}; \
+		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing with apt:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 test: $(STAMP) mosquitto

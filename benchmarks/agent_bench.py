@@ -58,6 +58,7 @@ from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 from benchmarks.fixture.video import write_shapes_video
+from benchmarks.tables import Table, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -108,38 +109,6 @@ class RunResult:
     stage_ms: dict[str, float] = field(default_factory=dict)
     between_ms: float | None = None
     note: str = ""
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    notes: tuple[str, ...] = ()
-
-
-def render_text(table: Table) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in table.rows)) if table.rows else len(h) for i, h in enumerate(table.headers)
-    ]
-    line = "  ".join(h.ljust(w) for h, w in zip(table.headers, widths, strict=True))
-    out = [f"\n{table.title}", line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table.rows]
-    out += [f"  {note}" for note in table.notes]
-    return "\n".join(out)
-
-
-def render_markdown(table: Table) -> str:
-    out = [
-        f"### {table.title}",
-        "",
-        "| " + " | ".join(table.headers) + " |",
-        "|" + "|".join("---" for _ in table.headers) + "|",
-    ]
-    out += ["| " + " | ".join(row) + " |" for row in table.rows]
-    if table.notes:
-        out += [""] + [f"- {note}" for note in table.notes]
-    return "\n".join(out) + "\n"
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,6 +23,7 @@ from agent.detector import Detector, LoadReport, load_detector
 from agent.inference import ModelLoadError
 from agent.notify import SystemdNotifier
 from agent.outbox import OutboxError
+from agent.precision_cache import PrecisionCache
 from agent.publisher import Publisher, StdoutPublisher
 from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
@@ -99,6 +100,7 @@ def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
         classes=model.classes,
         class_confidence=dict(model.class_confidence),
         max_detections=model.max_detections,
+        precision_cache=PrecisionCache(config.agent.state_dir),
     )
 
 

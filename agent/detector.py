@@ -17,9 +17,10 @@ import numpy as np
 
 from agent.bundle import BundleError, load_bundle, sha256_file, verify_model_file
 from agent.detections import Detections
-from agent.inference import InferenceModel, cpu_has_vnni, is_x86
+from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.letterbox import DEFAULT_PAD_VALUE, Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
+from agent.precision_cache import PrecisionCache, PrecisionChoice, choice_key
 
 log = logging.getLogger("yolo_edge.model")
 
@@ -111,8 +112,12 @@ def load_detector(
     classes: tuple[str, ...] = (),
     class_confidence: dict[str, float] | None = None,
     max_detections: int = 300,
+    precision_cache: PrecisionCache | None = None,
 ) -> tuple[Detector, LoadReport]:
-    """Verify and load a bundle directory or an .onnx file. Raises BundleError / ModelLoadError naming the file."""
+    """Verify and load a bundle directory or an .onnx file. Raises BundleError / ModelLoadError naming the file.
+
+    With precision 'auto' and a precision_cache, a choice already measured for these models, thread
+    count and CPU is reused instead of timed again."""
     started = time.perf_counter()
     path = Path(path)
     if precision not in PRECISION_CHOICES:
@@ -126,12 +131,25 @@ def load_detector(
             if precision == "int8":
                 raise BundleError(f"bundle {path} is not deployable (its INT8 model failed validation); use fp32")
             choices.remove("int8")
-        models = {p: InferenceModel(verify_model_file(bundle, p), threads) for p in choices}
         hashes = {p: bundle.files[p].sha256 for p in choices}
+        key = choice_key(hashes, threads or default_threads())
+        remembered = precision_cache.get(key) if precision_cache and len(choices) > 1 else None
+        if remembered is not None:
+            choices = [remembered.precision]
+        models = {p: InferenceModel(verify_model_file(bundle, p), threads) for p in choices}
         if len(models) > 1:
             timings = {p: round(_median_run_ms(m, AUTO_TIMING_RUNS), 2) for p, m in models.items()}
             chosen = min(timings, key=timings.get)
             log.info("precision auto: %s (%s)", chosen, ", ".join(f"{p} {t:.1f} ms" for p, t in timings.items()))
+            if precision_cache is not None:
+                precision_cache.put(key, PrecisionChoice(chosen, timings))
+        elif remembered is not None:
+            chosen, timings = remembered.precision, remembered.timings_ms
+            log.info(
+                "precision auto: %s (measured earlier on this board: %s)",
+                chosen,
+                ", ".join(f"{p} {t:.1f} ms" for p, t in timings.items()),
+            )
         else:
             chosen = choices[0]
         model = models[chosen]

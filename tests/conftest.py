@@ -50,3 +50,14 @@ def sample_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
 
     path = tmp_path_factory.mktemp("video") / "shapes.avi"
     return path, write_shapes_video(path, frames=90)
+
+
+@pytest.fixture(scope="session")
+def fixture_bundle(tmp_path_factory: pytest.TempPathFactory, fixture_weights: Path, shapes_dataset: Path) -> Path:
+    """The fixture converted by the real command (FP32 + validated INT8), shared by every test that reads it."""
+    from converter.cli import main
+
+    out = tmp_path_factory.mktemp("bundle") / "shapes"
+    args = [fixture_weights, "--out", out, "--calib", shapes_dataset, "--calib-size", "64", "--val-size", "60"]
+    assert main([str(a) for a in args]) == 0
+    return out

@@ -98,26 +98,6 @@ def quantize_op_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
     return {node.name: [producers[i].op_type for i in node.input if i in producers] for node in model.graph.node}
 
 
-@pytest.fixture(scope="module")
-def fixture_bundle(tmp_path_factory, fixture_weights, shapes_dataset) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "shapes"
-    code = main(
-        [
-            str(fixture_weights),
-            "--out",
-            str(out),
-            "--calib",
-            str(shapes_dataset),
-            "--calib-size",
-            "64",
-            "--val-size",
-            "60",
-        ]
-    )
-    assert code == 0
-    return out
-
-
 @pytest.mark.slow
 def test_fixture_bundle_matches_its_manifest(fixture_bundle):
     manifest = json.loads((fixture_bundle / "manifest.json").read_text())

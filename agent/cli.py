@@ -15,19 +15,36 @@ import sys
 import threading
 from contextlib import ExitStack, closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.bundle import BundleError
 from agent.capture import SourceError
+from agent.commands import CommandInbox
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.detector import Detector, LoadReport, load_detector
+from agent.detector import Detector, LoadReport, label_ids, load_detector
+from agent.discovery import (
+    DiscoveryAnnouncer,
+    DiscoveryDevice,
+    classes_of_interest,
+    discovery_payload,
+    discovery_topic,
+    package_version,
+    project_url,
+)
 from agent.inference import ModelLoadError
 from agent.notify import SystemdNotifier
 from agent.outbox import OutboxError
+from agent.payloads import dumps
 from agent.precision_cache import PrecisionCache
 from agent.publisher import Publisher, StdoutPublisher
+from agent.remote_settings import RuntimeSettings
 from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
+from agent.snapshot import SnapshotSettings
 from agent.sources import open_source
+
+if TYPE_CHECKING:  # paho is imported only where MQTT is used: a dry run and `bench` never load it
+    from agent.mqtt import MqttPublisher
 
 log = logging.getLogger("yolo_edge.agent")
 
@@ -91,7 +108,7 @@ def configure_logging(level: str) -> None:
 
 def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
     model = config.model
-    return load_detector(
+    detector, report = load_detector(
         model.path,
         model.precision,
         model.threads or 0,
@@ -102,9 +119,21 @@ def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
         max_detections=model.max_detections,
         precision_cache=PrecisionCache(config.agent.state_dir),
     )
+    # Labels are only known once the model is: checked here so `check` reports them too.
+    label_ids(detector.names, config.homeassistant.classes, "homeassistant.classes")
+    return detector, report
 
 
-def _mqtt_publisher(config: AgentConfig, stack: ExitStack) -> Publisher:
+def _runtime_settings(config: AgentConfig) -> RuntimeSettings:
+    """What `set` may change, as the config starts it; max_fps and publish_detections start unlimited and on."""
+    model = config.model
+    return RuntimeSettings(model.confidence, model.iou, model.classes, model.class_confidence)
+
+
+def _mqtt_publisher(
+    config: AgentConfig, stack: ExitStack, detector: Detector
+) -> tuple[MqttPublisher, CommandInbox, DiscoveryAnnouncer | None]:
+    """The started MQTT publisher, the inbox its command topics feed, and the discovery announcer (if on)."""
     from agent.mqtt import MqttPublisher, MqttSettings
     from agent.outbox import Outbox
 
@@ -112,7 +141,34 @@ def _mqtt_publisher(config: AgentConfig, stack: ExitStack) -> Publisher:
     outbox = stack.enter_context(
         Outbox(agent.state_dir / "outbox.sqlite3", agent.outbox_max_messages, agent.outbox_max_age_s)
     )
-    return MqttPublisher(MqttSettings.from_config(mqtt), outbox).start()
+    publisher = MqttPublisher(MqttSettings.from_config(mqtt), outbox)
+    # Replies are QoS 0: commands from the network must not be able to fill the outbox that holds the events.
+    inbox = CommandInbox(detector.names, lambda payload: publisher.publish("set/result", payload, qos=0))
+    if config.remote.settings:
+        publisher.subscribe("set", inbox.on_set)
+    if config.snapshot.enabled:
+        publisher.subscribe("snapshot/request", inbox.on_snapshot_request)
+    announcer = _home_assistant(config, publisher, detector)
+    return publisher.start(), inbox, announcer
+
+
+def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Detector) -> DiscoveryAnnouncer | None:
+    """Announce the device to Home Assistant (before start(): it goes out once connected), or remove it."""
+    ha, device_id = config.homeassistant, config.mqtt.device_id
+    topic = discovery_topic(ha.discovery_prefix, device_id)
+    if not ha.discovery:
+        # Removes what an earlier run announced; a no-op on the broker when there is nothing.
+        publisher.publish_absolute(topic, b"", qos=1, retain=True)
+        return None
+    labels = classes_of_interest(detector.names, ha.classes, config.model.classes)
+    prefix, name = publisher.settings.topic_prefix, detector.identity.name
+    device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url())
+    announcer = DiscoveryAnnouncer(
+        lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, dumps(discovery_payload(device))
+    )
+    publisher.subscribe(f"{ha.discovery_prefix}/status", announcer.on_ha_status, absolute=True)
+    announcer.announce()  # retained: the publisher also sends it again on every connect
+    return announcer
 
 
 def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
@@ -121,7 +177,13 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     with ExitStack() as stack:
         stack.enter_context(source)
         detector, _ = _detector(config)
-        publisher = StdoutPublisher(topic_prefix) if dry_run else _mqtt_publisher(config, stack)
+        inbox: CommandInbox | None = None
+        announcer: DiscoveryAnnouncer | None = None
+        publisher: Publisher
+        if dry_run:  # no broker: no commands come in, and Home Assistant is not told about a dry run
+            publisher = StdoutPublisher(topic_prefix)
+        else:
+            publisher, inbox, announcer = _mqtt_publisher(config, stack, detector)
         stop = threading.Event()
         notifier = stack.enter_context(closing(SystemdNotifier()))
         precision = detector.identity.precision
@@ -141,6 +203,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        snapshot = config.snapshot
         settings = LoopSettings(
             max_frame_age=config.source.max_frame_age,
             stats_interval=config.stats.interval,
@@ -148,12 +211,25 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             detections_qos=config.mqtt.detections_qos,
             publish_empty=config.mqtt.publish_empty,
             max_frames=max_frames,
+            snapshot=SnapshotSettings(snapshot.width, snapshot.quality) if snapshot.enabled else None,
         )
-        loop = AgentLoop(source, detector, publisher, settings, stop=stop, on_frame=frame_done, on_stats=stats_done)
+        loop = AgentLoop(
+            source,
+            detector,
+            publisher,
+            settings,
+            stop=stop,
+            on_frame=frame_done,
+            on_stats=stats_done,
+            inbox=inbox,
+            runtime=_runtime_settings(config),
+        )
         try:
             counters = loop.run()
         finally:
             notifier.stopping()
+            if announcer is not None:
+                announcer.close()
             publisher.close(timeout=3.0)
     log.info("stopped after %d frames (%d stale, %d dropped)", counters.processed, counters.stale, counters.dropped)
     return 0

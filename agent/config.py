@@ -226,6 +226,41 @@ class StatsConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """[homeassistant]: MQTT discovery, so the device shows up in Home Assistant without YAML.
+
+    classes: labels that get a count and a presence entity; empty = model.classes, else the
+    model's first few labels (never one entity per class of an 80-class model).
+    """
+
+    discovery: bool = field(default=True, metadata=_rule("bool", _BOOL))
+    discovery_prefix: str = field(
+        default="homeassistant",
+        metadata=_rule("str", "a topic prefix without #, + or a leading/trailing /", _topic_prefix),
+    )
+    classes: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule("labels", "a list of labels, [] = model.classes or the first 5 (a,b in the environment)"),
+    )
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """[snapshot]: a JPEG with boxes drawn, on each presence start and on request; width in pixels."""
+
+    enabled: bool = field(default=True, metadata=_rule("bool", _BOOL))
+    width: int = field(default=640, metadata=_rule("int", "an integer 32..3840 (pixels)", lambda v: 32 <= v <= 3840))
+    quality: int = field(default=80, metadata=_rule("int", "an integer 1..100 (JPEG quality)", lambda v: 1 <= v <= 100))
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """[remote]: which commands the agent takes over MQTT. settings: runtime settings on `<prefix>/<device>/set`."""
+
+    settings: bool = field(default=True, metadata=_rule("bool", _BOOL))
+
+
+@dataclass(frozen=True)
 class AgentSectionConfig:
     """[agent]: where durable state lives (outbox, bundles), how big the outbox may grow, how much to log."""
 
@@ -246,6 +281,9 @@ class AgentConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     agent: AgentSectionConfig = field(default_factory=AgentSectionConfig)
     config_file: Path | None = None
 
@@ -266,6 +304,9 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttConfig,
     "events": EventsConfig,
     "stats": StatsConfig,
+    "homeassistant": HomeAssistantConfig,
+    "snapshot": SnapshotConfig,
+    "remote": RemoteConfig,
     "agent": AgentSectionConfig,
 }
 _SPECS: dict[tuple[str, str], _Spec] = {

@@ -70,6 +70,10 @@ class Detector:
     def settings(self) -> PostprocessSettings:
         return self.postprocessor.settings
 
+    def apply_settings(self, settings: PostprocessSettings) -> None:
+        """New thresholds from the next detect() on; call it from the thread that calls detect()."""
+        self.postprocessor.settings = settings
+
     def detect(self, image_bgr: np.ndarray) -> tuple[Detections, float, float, float]:
         """Detections in source pixels and (preprocess, inference, postprocess) ms."""
         start = time.perf_counter()

@@ -47,6 +47,11 @@ class PresenceTracker:
     def open_labels(self) -> list[str]:
         return sorted(self._open)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Label -> count of its last start or update, for every open presence."""
+        return {label: self._open[label].count for label in sorted(self._open)}
+
     def update(self, detections: Detections, ts: float, frame: int) -> list[PresenceEvent]:
         """Events caused by one frame's detections (ts: the frame's capture time, Unix seconds)."""
         events: list[PresenceEvent] = []

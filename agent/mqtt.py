@@ -6,6 +6,11 @@ to paho when connected, deleted on PUBACK. On every connect the publisher announ
 restarted without persistence) and then hands over every pending outbox message in id
 order. paho runs its own network thread (loop_start) and reconnects forever with
 exponential backoff, so nothing here ever blocks the frame loop on the network.
+
+Commands come the other way: subscribe() registers a handler per topic, subscribed
+again on every connect (clean sessions keep no subscriptions). Handlers run on paho's
+network thread and are shielded from it: whatever they raise is logged, so no payload
+can stop the network thread.
 """
 
 from __future__ import annotations
@@ -188,7 +193,7 @@ class _Handed:
 
 
 class MqttPublisher:
-    """Publisher over MQTT v3.1.1 with a durable outbox. Call start(), then publish(); close() at the end.
+    """Publisher over MQTT v3.1.1 with a durable outbox. subscribe() first, start(), then publish(); close() at the end.
 
     The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
     the stats timer and paho's network thread may all call in.
@@ -209,6 +214,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
         # _send_lock serializes handing messages to paho, so outbox rows go out in id order and
         # none twice per connection. _lock guards the small state below; it is never held while
@@ -219,6 +225,7 @@ class MqttPublisher:
         self._handed = _Handed()
         self._acked_rows: list[int] = []  # acknowledged, not yet deleted from the outbox
         self._retained: dict[str, _Retained] = {}
+        self._handlers: dict[str, Callable[[bytes], None]] = {}  # full topic -> handler
         self._status_info: mqtt.MQTTMessageInfo | None = None
         self._connected = False
         self._connects = 0
@@ -252,7 +259,25 @@ class MqttPublisher:
         is counted in health().extra["dropped_qos0"]). Retained messages are also kept in
         memory and re-published on every connect. Never waits for the network (it may wait for one fsync of the outbox).
         """
-        full = self._topic(topic)
+        self._publish_full(self._topic(topic), payload, qos, retain)
+
+    def publish_absolute(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """publish() to a topic outside `<topic_prefix>/`, such as Home Assistant's discovery topic."""
+        self._publish_full(_checked(topic), payload, qos, retain)
+
+    def subscribe(self, topic: str, handler: Callable[[bytes], None], absolute: bool = False) -> None:
+        """Call handler(payload) for each message on `<topic_prefix>/<topic>` (on `topic` itself when absolute).
+
+        handler runs on paho's network thread: it must be quick and must not wait for the frame loop.
+        """
+        full = _checked(topic) if absolute else self._topic(topic)
+        with self._lock:
+            self._handlers[full] = handler
+            connected = self._connected
+        if connected:  # otherwise the next connect subscribes it
+            self._client.subscribe(full, qos=1)
+
+    def _publish_full(self, full: str, payload: bytes, qos: int, retain: bool) -> None:
         if qos >= 1:
             try:
                 row = self.outbox.add(full, payload, qos, retain)
@@ -430,6 +455,10 @@ class MqttPublisher:
                 if state.row is None or not self._still_in_outbox(state.row):
                     self._hand(topic, state.payload, state.qos, True, None)
             self._drain()
+        with self._lock:
+            topics = list(self._handlers)
+        if topics:
+            client.subscribe([(topic, 1) for topic in topics])
         self._acked.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -458,6 +487,16 @@ class MqttPublisher:
         else:
             log.warning("disconnected from %s:%d: %s; reconnecting", self.settings.host, self.settings.port, reason)
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            with self._lock:
+                handler = self._handlers.get(message.topic)
+            if handler is not None:
+                handler(bytes(message.payload))
+        except Exception:
+            # A handler bug must not take paho's network thread down with it (publishing would stop).
+            log.exception("handling an incoming message (mid %d) failed", message.mid)
+
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
         with self._lock:
@@ -474,9 +513,7 @@ class MqttPublisher:
     # -- helpers -------------------------------------------------------------------------------
 
     def _topic(self, topic: str) -> str:
-        if not topic or "+" in topic or "#" in topic or "\0" in topic:
-            raise ValueError(f"invalid MQTT topic {topic!r}: must be non-empty without +, # or NUL")
-        return f"{self.settings.topic_prefix}/{topic}"
+        return f"{self.settings.topic_prefix}/{_checked(topic)}"
 
     def _remember(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> None:
         if not retain:
@@ -533,6 +570,12 @@ class MqttPublisher:
             with self._lock:
                 self._outbox_failing = False
             log.info("outbox %s writable again", self.outbox.path)
+
+
+def _checked(topic: str) -> str:
+    if not topic or "+" in topic or "#" in topic or "\0" in topic:
+        raise ValueError(f"invalid MQTT topic {topic!r}: must be non-empty without +, # or NUL")
+    return topic
 
 
 def _str(path: Path | None) -> str | None:

@@ -57,3 +57,8 @@ def event_payload(event: PresenceEvent, seq: int) -> bytes:
             "frame": event.frame,
         }
     )
+
+
+def presence_payload(counts: Mapping[str, int], ts: float) -> bytes:
+    """Retained `presence`: every label present now and its count; a label absent from `present` is absent."""
+    return dumps({"ts": round(ts, 3), "present": dict(counts)})

@@ -60,7 +60,10 @@ class StdoutPublisher:
         try:
             body: object = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
-            body = payload.decode("utf-8", errors="replace")
+            try:
+                body = payload.decode("utf-8")
+            except UnicodeDecodeError:  # a snapshot's JPEG: its size says enough on a terminal
+                body = f"<{len(payload)} bytes of binary>"
         line = json.dumps(
             {"topic": f"{self.topic_prefix}/{topic}", "qos": qos, "retain": retain, "payload": body},
             separators=(",", ":"),

@@ -2,7 +2,8 @@
 
 It knows the Publisher interface, not MQTT, and takes every collaborator as
 an argument, so tests run it with a real source, model and broker or with a
-stdout publisher.
+stdout publisher. Commands from MQTT (settings changes, snapshot requests) reach
+it through a CommandInbox and are taken between two frames, on this thread.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from agent.board import board_health
+from agent.commands import CommandInbox
+from agent.detections import Detections
 from agent.detector import Detector
 from agent.events import PresenceEvent, PresenceTracker
 from agent.frames import Frame
 from agent.outbox import OutboxError
-from agent.payloads import detections_payload, dumps, event_payload
+from agent.payloads import detections_payload, dumps, event_payload, presence_payload
 from agent.publisher import Publisher
+from agent.remote_settings import RuntimeSettings, SettingsChange, accepted_payload
 from agent.results import FrameResult, StageTimings
+from agent.snapshot import SnapshotSettings, snapshot_jpeg
 from agent.stats import FrameCounters, StatsWindow
 
 log = logging.getLogger("yolo_edge.agent")
@@ -32,7 +39,10 @@ MAX_UNSENT_EVENTS = 1000
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Times in seconds. max_frames: stop cleanly after this many processed frames (0 = never)."""
+    """Times in seconds. max_frames: stop cleanly after this many processed frames (0 = never).
+
+    snapshot: how snapshots are made; None = no snapshots.
+    """
 
     max_frame_age: float = 1.0
     stats_interval: float = 10.0
@@ -40,6 +50,7 @@ class LoopSettings:
     detections_qos: int = 0
     publish_empty: bool = False
     max_frames: int = 0
+    snapshot: SnapshotSettings | None = None
 
 
 class FrameSourceLike(Protocol):
@@ -53,7 +64,11 @@ class FrameSourceLike(Protocol):
 
 
 class AgentLoop:
-    """Runs until `stop` is set, the source ends or max_frames were processed; then ends cleanly."""
+    """Runs until `stop` is set, the source ends or max_frames were processed; then ends cleanly.
+
+    runtime: the settings that `set` may change, published retained on `settings`; None = no
+    remote settings. inbox: where commands from MQTT wait for the loop; None = no commands.
+    """
 
     def __init__(
         self,
@@ -65,6 +80,8 @@ class AgentLoop:
         on_frame: Callable[[FrameResult], None] | None = None,
         on_idle: Callable[[], None] | None = None,
         on_stats: Callable[[dict[str, object]], None] | None = None,
+        inbox: CommandInbox | None = None,
+        runtime: RuntimeSettings | None = None,
     ) -> None:
         self.source = source
         self.detector = detector
@@ -74,6 +91,8 @@ class AgentLoop:
         self.on_frame = on_frame
         self.on_idle = on_idle
         self.on_stats = on_stats
+        self.inbox = inbox
+        self.runtime = runtime
         self.tracker = PresenceTracker(detector.names, settings.end_after)
         self.counters = FrameCounters()
         self.window = StatsWindow()
@@ -83,13 +102,25 @@ class AgentLoop:
         self._unsent: list[PresenceEvent] = []
         self._outbox_failing = False
         self.last_stats: dict[str, object] = {}
+        self._next_frame_mono = 0.0  # max_fps: no frame is read before this time
+        # The last processed frame and its detections, for a snapshot asked for while no frame comes:
+        # one reference, never a copy or a history.
+        self._last_frame: tuple[np.ndarray, Detections] | None = None
+        self._snapshot_wanted = False
 
     def run(self) -> FrameCounters:
         next_stats = time.monotonic() + self.settings.stats_interval
+        self._publish_settings()
+        self._publish_presence()  # nothing is present yet, whatever a previous run left retained
         try:
             while not self.stop.is_set():
-                frame = self.source.read(READ_TIMEOUT_S)
-                if frame is None:
+                self._take_commands()
+                wait = self._next_frame_mono - time.monotonic()
+                if wait > 0:
+                    # max_fps: commands, expiry and stats go on while the next frame waits its turn.
+                    self.stop.wait(min(wait, READ_TIMEOUT_S))
+                    self._publish_events(self.tracker.expire(time.time(), self.last_frame_id))
+                elif (frame := self.source.read(READ_TIMEOUT_S)) is None:
                     if self.source.ended:
                         log.info("source ended after %d frames", self.counters.processed)
                         break
@@ -119,15 +150,24 @@ class AgentLoop:
             # A frame that waited this long describes the past: count it, never process it late.
             self.counters.stale += 1
             return
+        if self.runtime is not None and self.runtime.max_fps:
+            self._next_frame_mono = picked_up + 1.0 / self.runtime.max_fps
         detections, pre_ms, inf_ms, post_ms = self.detector.detect(frame.image)
         self.last_frame_id = frame.frame_id
         timings = StageTimings(capture=age * 1e3, preprocess=pre_ms, inference=inf_ms, postprocess=post_ms)
         result = FrameResult(frame.frame_id, frame.captured_at, (frame.height, frame.width), detections, timings)
         publish_start = time.perf_counter()
-        if len(detections) or self.settings.publish_empty:
+        publishing = self.runtime is None or self.runtime.publish_detections
+        if publishing and (len(detections) or self.settings.publish_empty):
             payload = detections_payload(result, self.detector.names, self.detector.identity.as_dict())
             self.publisher.publish("detections", payload, qos=self.settings.detections_qos)
-        self._publish_events(self.tracker.update(detections, frame.captured_at, frame.frame_id))
+        events = self.tracker.update(detections, frame.captured_at, frame.frame_id)
+        self._publish_events(events)
+        if self.settings.snapshot is not None:
+            self._last_frame = (frame.image, detections)
+            # One snapshot per frame however many labels started in it; it is retained, so the newest wins.
+            if self._snapshot_wanted or any(event.type == "start" for event in events):
+                self._publish_snapshot(frame.image, detections)
         publish_ms = (time.perf_counter() - publish_start) * 1e3
         final = StageTimings(timings.capture, pre_ms, inf_ms, post_ms, publish_ms)
         self.window.add(final)
@@ -141,6 +181,8 @@ class AgentLoop:
         A full or read-only disk must not stop detection nor lose an event
         silently: the backlog is retried on the next frame, bounded, and counted.
         """
+        if events:
+            self._publish_presence(events[-1].ts)
         self._unsent.extend(events)
         while self._unsent:
             event = self._unsent[0]
@@ -159,6 +201,45 @@ class AgentLoop:
             if self._outbox_failing:
                 log.info("outbox writable again; held events sent")
                 self._outbox_failing = False
+
+    def _publish_presence(self, ts: float | None = None) -> None:
+        """Retained `presence`: what is present now, for dashboards that join late (Home Assistant's sensors)."""
+        payload = presence_payload(self.tracker.counts, time.time() if ts is None else ts)
+        self.publisher.publish("presence", payload, qos=0, retain=True)
+
+    def _publish_snapshot(self, image: np.ndarray, detections: Detections) -> None:
+        assert self.settings.snapshot is not None
+        jpeg = snapshot_jpeg(image, detections, self.detector.names, self.settings.snapshot)
+        self.publisher.publish("snapshot", jpeg, qos=0, retain=True)
+        self._snapshot_wanted = False
+
+    def _publish_settings(self) -> None:
+        if self.runtime is not None:
+            self.publisher.publish("settings", dumps(self.runtime.as_dict()), qos=0, retain=True)
+
+    def _take_commands(self) -> None:
+        """Apply what arrived over MQTT since the last frame (this thread is the only one that touches the detector)."""
+        if self.inbox is None:
+            return
+        if self.runtime is not None:
+            for change in self.inbox.take_changes():
+                self._apply(change)
+        if self.settings.snapshot is not None and self.inbox.take_snapshot_request():
+            if self._last_frame is not None:
+                self._publish_snapshot(*self._last_frame)
+            else:
+                self._snapshot_wanted = True  # no frame yet: the first one answers
+
+    def _apply(self, change: SettingsChange) -> None:
+        assert self.runtime is not None
+        runtime = self.runtime.changed(change)
+        if runtime.max_fps != self.runtime.max_fps:
+            self._next_frame_mono = 0.0  # a new rate starts with the next frame, not after the old wait
+        self.detector.apply_settings(runtime.postprocess(self.detector.names, self.detector.settings.max_detections))
+        self.runtime = runtime
+        log.info("settings changed: %s", dumps(change.as_dict()).decode())
+        self._publish_settings()
+        self.publisher.publish("set/result", dumps(accepted_payload(time.time(), change, runtime)), qos=0)
 
     def publish_stats(self) -> None:
         transport = self.publisher.health()

@@ -142,7 +142,7 @@ class Message:
 
 
 class Observer:
-    """A separate MQTT client recording everything under `<prefix>/<device>/#` at QoS 1.
+    """A separate MQTT client recording everything under `<prefix>/<device>/#` (and `also`) at QoS 1.
 
     It subscribes again on every connect, so it keeps watching across a broker restart (paho
     reconnects it about once a second); `subscriptions` counts the SUBACKs.
@@ -156,8 +156,10 @@ class Observer:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.topic_prefix = f"{PREFIX}/{device_id}"
+        self.also = also
         self.messages: list[Message] = []
         self.subscriptions = 0
         self._changed = threading.Condition()
@@ -182,7 +184,7 @@ class Observer:
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         if not reason.is_failure:
-            client.subscribe(f"{self.topic_prefix}/#", qos=1)
+            client.subscribe([(f"{self.topic_prefix}/#", 1), *((topic, 1) for topic in self.also)])
 
     def _on_subscribe(self, *args: object) -> None:
         with self._changed:
@@ -201,6 +203,11 @@ class Observer:
 
     def json(self, name: str) -> list[Any]:
         return [m.json() for m in self.on(name)]
+
+    def on_topic(self, topic: str) -> list[Message]:
+        """Messages received on a full topic (one of `also`), in arrival order."""
+        with self._changed:
+            return [m for m in self.messages if m.topic == topic]
 
     def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
         """Wait until `predicate()` (evaluated after each message; it may call on() and json())."""

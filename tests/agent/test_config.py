@@ -41,6 +41,13 @@ DEFAULTS = [
     ("mqtt", "reconnect_max_s", 60.0),
     ("events", "end_after", 5.0),
     ("stats", "interval", 10.0),
+    ("homeassistant", "discovery", True),
+    ("homeassistant", "discovery_prefix", "homeassistant"),
+    ("homeassistant", "classes", ()),
+    ("snapshot", "enabled", True),
+    ("snapshot", "width", 640),
+    ("snapshot", "quality", 80),
+    ("remote", "settings", True),
     ("agent", "outbox_max_messages", 10000),
     ("agent", "outbox_max_age_s", 604800.0),
     ("agent", "log_level", "info"),
@@ -230,6 +237,13 @@ def test_uri_may_be_written_as_a_camera_index(tmp_path):
         ("YOLO_EDGE_AGENT_STATE_DIR", "/srv/state", "agent", "state_dir", Path("/srv/state")),
         ("YOLO_EDGE_AGENT_OUTBOX_MAX_MESSAGES", "42", "agent", "outbox_max_messages", 42),
         ("YOLO_EDGE_MQTT_DEVICE_ID", "cam-2", "mqtt", "device_id", "cam-2"),
+        ("YOLO_EDGE_HOMEASSISTANT_DISCOVERY", "off", "homeassistant", "discovery", False),
+        ("YOLO_EDGE_HOMEASSISTANT_DISCOVERY_PREFIX", "hass", "homeassistant", "discovery_prefix", "hass"),
+        ("YOLO_EDGE_HOMEASSISTANT_CLASSES", "person,car", "homeassistant", "classes", ("person", "car")),
+        ("YOLO_EDGE_SNAPSHOT_ENABLED", "false", "snapshot", "enabled", False),
+        ("YOLO_EDGE_SNAPSHOT_WIDTH", "320", "snapshot", "width", 320),
+        ("YOLO_EDGE_SNAPSHOT_QUALITY", "95", "snapshot", "quality", 95),
+        ("YOLO_EDGE_REMOTE_SETTINGS", "0", "remote", "settings", False),
     ],
 )
 def test_env_overrides(tmp_path, variable, text, section, key, expected):
@@ -391,6 +405,16 @@ def test_bad_command_line_overrides(tmp_path, overrides, fragment):
         ("[agent]\noutbox_max_messages = 0", "agent.outbox_max_messages: 0 is not allowed; expected an integer >= 1"),
         ("[agent]\noutbox_max_age_s = 0", "agent.outbox_max_age_s: 0 is not allowed; expected a number > 0"),
         ('[agent]\nlog_level = "verbose"', "agent.log_level: 'verbose' is not allowed; expected one of debug, info"),
+        ('[homeassistant]\ndiscovery = "yes"', "homeassistant.discovery: 'yes' is not allowed; expected true or false"),
+        ('[homeassistant]\ndiscovery_prefix = "ha/#"', "homeassistant.discovery_prefix: 'ha/#' is not allowed"),
+        ('[homeassistant]\ndiscovery_prefix = ""', "homeassistant.discovery_prefix: '' is not allowed"),
+        ('[homeassistant]\nclasses = "person"', "homeassistant.classes: 'person' is not allowed; expected a list"),
+        ("[snapshot]\nwidth = 16", "snapshot.width: 16 is not allowed; expected an integer 32..3840"),
+        ("[snapshot]\nwidth = 640.5", "snapshot.width: 640.5 is not allowed"),
+        ("[snapshot]\nquality = 0", "snapshot.quality: 0 is not allowed; expected an integer 1..100"),
+        ("[snapshot]\nquality = 101", "snapshot.quality: 101 is not allowed"),
+        ("[snapshot]\nenabled = 1", "snapshot.enabled: 1 is not allowed; expected true or false"),
+        ('[remote]\nsettings = "on"', "remote.settings: 'on' is not allowed; expected true or false"),
     ],
 )
 def test_invalid_values(tmp_path, text, fragment):
@@ -411,6 +435,11 @@ def test_invalid_values(tmp_path, text, fragment):
         ("[model]\nmax_detections = 1", "model", "max_detections", 1),
         ("[source]\nfps = 0", "source", "fps", 0.0),
         ("[agent]\noutbox_max_messages = 1", "agent", "outbox_max_messages", 1),
+        ("[snapshot]\nwidth = 32", "snapshot", "width", 32),
+        ("[snapshot]\nwidth = 3840", "snapshot", "width", 3840),
+        ("[snapshot]\nquality = 1", "snapshot", "quality", 1),
+        ("[snapshot]\nquality = 100", "snapshot", "quality", 100),
+        ('[homeassistant]\ndiscovery_prefix = "home/ha"', "homeassistant", "discovery_prefix", "home/ha"),
     ],
 )
 def test_boundaries_are_allowed(tmp_path, text, section, key, expected):
@@ -508,7 +537,8 @@ def test_redacted_is_plain_data(tmp_path, files):
     assert summary["model"]["classes"] == ["a"] and summary["model"]["class_confidence"] == {}
     assert summary["mqtt"]["password"] is None
     assert summary["config_file"] == str(tmp_path / "agent.toml")
-    assert set(summary) == {"config_file", "source", "model", "mqtt", "events", "stats", "agent"}
+    sections = {"source", "model", "mqtt", "events", "stats", "homeassistant", "snapshot", "remote", "agent"}
+    assert set(summary) == {"config_file", *sections}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,351 @@
+"""Home Assistant discovery, snapshots and remote settings end to end.
+
+The real `yolo-edge-agent run` as a subprocess against a real Mosquitto, watched and commanded by a
+separate paho client. One agent plays the sample video in a loop for the whole module and the
+tests take turns with it in file order (later ones change its settings); a second, short run
+checks that turning discovery off removes the device. Waits are bounded and short.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt import publish
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.discovery import DiscoveryDevice
+from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, run_agent
+from tests.agent.test_discovery import check_discovery, render
+from tests.broker import Broker
+
+DEVICE = "e2e-remote"
+TOPICS = f"yolo-edge/{DEVICE}"
+CONFIG_TOPIC = f"homeassistant/device/{DEVICE}/config"
+NAMES = ("circle", "square", "triangle", "star")
+LOOP_FPS = 8  # the source's pace: events keep coming, one core stays free
+SNAPSHOT_WIDTH = 320  # the sample video is 640x480
+SNAPSHOT_HW = (240, 320)
+
+
+@dataclass(frozen=True)
+class Running:
+    broker: Broker
+    observer: Observer
+    agent: AgentProcess
+    started: float
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, fixture_onnx: Path, sample_video: tuple[Path, list]):
+    """The agent on the looping sample video, every frame published (publish_empty), snapshots 320 wide."""
+    workdir = tmp_path_factory.mktemp("remote-e2e")
+    broker = Broker(workdir).start()
+    observer = Observer(broker.host, broker.port, DEVICE, also=(CONFIG_TOPIC,))
+    args = ["run", "--source", str(sample_video[0]), "--loop", "--model", str(fixture_onnx)]
+    env = agent_env(
+        workdir / "state",
+        source_fps=LOOP_FPS,
+        stats_interval=1,
+        mqtt_publish_empty=True,
+        snapshot_width=SNAPSHOT_WIDTH,
+        events_end_after=0.5,
+    )
+    started = time.time()
+    agent = AgentProcess([*args, *broker_args(broker.host, broker.port, DEVICE)], env, workdir)
+    try:
+        observer.wait_count("detections", 1, timeout=60)
+        yield Running(broker, observer, agent, started)
+    finally:
+        if agent.running:
+            agent.kill()
+        observer.close()
+        broker.stop()
+
+
+def send(broker: Broker, topic: str, payload: bytes | str, retain: bool = False) -> float:
+    """Publish from a client of its own, as an operator or Home Assistant would; returns when it was sent."""
+    sent = time.time()
+    publish.single(topic, payload, qos=1, retain=retain, hostname=broker.host, port=broker.port)
+    return sent
+
+
+def retained_on(broker: Broker, topic: str, wait: float = 1.0) -> Message | None:
+    """What a client subscribing to `topic` now is given as retained (None if nothing within `wait` s)."""
+    got: list[Message] = []
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+    client.on_message = lambda c, u, m: got.append(Message(time.time(), m.topic, m.payload, m.qos, m.retain))
+    client.connect(broker.host, broker.port, keepalive=10)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + wait
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got[0] if got and got[0].retain else None
+
+
+def after(messages: list[Message], moment: float) -> list[Message]:
+    return [m for m in messages if m.at >= moment]
+
+
+def open_labels(events: list[dict[str, Any]]) -> set[str]:
+    """Labels started and not yet ended."""
+    labels: set[str] = set()
+    for event in sorted(events, key=lambda e: e["seq"]):
+        if event["type"] == "start":
+            labels.add(event["label"])
+        elif event["type"] == "end":
+            labels.discard(event["label"])
+    return labels
+
+
+def decoded_snapshot(message: Message) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(message.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert message.payload[:2] == b"\xff\xd8" and image is not None, "a JPEG"
+    return image
+
+
+def set_and_wait(run: Running, payload: dict[str, Any] | bytes, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one `set` and return its `set/result` (replies come in order, one per `set`)."""
+    before = len(run.observer.on("set/result"))
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    send(run.broker, f"{TOPICS}/set", body)
+    replies = run.observer.wait_count("set/result", before + 1, timeout)
+    assert len(replies) == before + 1, "one reply per set"
+    return replies[-1].json()
+
+
+# -- Home Assistant discovery -----------------------------------------------------------------------
+
+
+def test_discovery_is_retained_and_complete(running: Running, fixture_onnx: Path) -> None:
+    running.observer.wait_for("discovery", lambda: running.observer.on_topic(CONFIG_TOPIC), 10)
+    kept = retained_on(running.broker, CONFIG_TOPIC)
+    assert kept is not None and kept.qos == 1
+    body = kept.json()
+    device = DiscoveryDevice(DEVICE, TOPICS, fixture_onnx.stem, NAMES, body["dev"]["sw"])
+    components = check_discovery(body, device)
+    labels = sorted(c["name"].removesuffix(" count") for k, c in components.items() if k.startswith("count_"))
+    assert labels == sorted(NAMES), "a model with a handful of classes: every label gets its entities"
+    assert components["snapshot"]["image_topic"] == f"{TOPICS}/snapshot"  # its message: the snapshot tests
+    # Every other entity's state comes from a retained message the agent really publishes, and its template reads it.
+    running.observer.wait_count("stats", 1, timeout=5)
+    for key, component in components.items():
+        if "value_template" not in component:
+            continue
+        state = retained_on(running.broker, component["state_topic"])
+        assert state is not None, f"{key}: nothing retained on {component['state_topic']}"
+        value = render(component["value_template"], state.payload)
+        if component["p"] == "binary_sensor":
+            assert value in ("ON", "OFF"), (key, value)
+        elif key != "inference_p50" or value != "None":  # a stats window without frames has no latency
+            assert float(value) >= 0, (key, value)
+    assert render(components["connectivity"]["value_template"], b"online") == "ON"
+
+
+def test_discovery_is_sent_again_when_home_assistant_comes_online(running: Running) -> None:
+    observer = running.observer
+    count = len(observer.on_topic(CONFIG_TOPIC))
+    send(running.broker, "homeassistant/status", "offline")
+    asked = send(running.broker, "homeassistant/status", "online")
+    observer.wait_for("discovery again", lambda: len(observer.on_topic(CONFIG_TOPIC)) > count, 5.0 + 3.0)
+    again = observer.on_topic(CONFIG_TOPIC)[count]
+    assert again.at - asked <= 5.0 + 1.0, "after a random delay of at most 5 s"
+    assert again.payload == observer.on_topic(CONFIG_TOPIC)[0].payload
+    assert len(observer.on_topic(CONFIG_TOPIC)) == count + 1, "`offline` asks for nothing"
+
+
+def test_discovery_is_sent_again_after_a_broker_restart(running: Running) -> None:
+    observer = running.observer
+    count = len(observer.on_topic(CONFIG_TOPIC))
+    running.broker.stop()  # no persistence: the restarted broker has nothing retained
+    running.broker.start()
+    observer.wait_subscribed(2, timeout=10)
+    observer.wait_for("discovery after the reconnect", lambda: len(observer.on_topic(CONFIG_TOPIC)) > count, 10)
+    observer.wait_for("online again", lambda: observer.on("status")[-1].payload == b"online", 5)
+    assert retained_on(running.broker, CONFIG_TOPIC) is not None
+    assert retained_on(running.broker, f"{TOPICS}/settings") is not None
+
+
+# -- snapshots on presence start ----------------------------------------------------------------------
+
+
+def test_snapshot_when_a_presence_starts(running: Running) -> None:
+    observer = running.observer
+    observer.wait_for("a start event", lambda: any(e["type"] == "start" for e in observer.json("events")), 30)
+    start = next(m for m in observer.on("events") if m.json()["type"] == "start")
+    observer.wait_for("its snapshot", lambda: after(observer.on("snapshot"), start.at - 1.0), 5)
+    snapshot = after(observer.on("snapshot"), start.at - 1.0)[0]
+    assert abs(snapshot.at - start.at) < 2.0, "made with the frame that started the presence"
+    assert decoded_snapshot(snapshot).shape == (*SNAPSHOT_HW, 3)
+    kept = retained_on(running.broker, f"{TOPICS}/snapshot")
+    assert kept is not None and decoded_snapshot(kept).shape == (*SNAPSHOT_HW, 3)
+
+
+# -- remote settings: rejected ------------------------------------------------------------------------
+
+# (what is sent, keys named in the reply, text the error holds)
+BAD_SETS: list[tuple[str, bytes, list[str], str]] = [
+    ("malformed JSON", b'{"confidence": ', [], "payload is not valid JSON"),
+    ("wrong type", b'{"confidence": "high"}', ["confidence"], 'confidence: "high" is not allowed'),
+    ("unknown key", b'{"confidence": 0.5, "bogus": 1}', ["bogus"], 'unknown key "bogus"'),
+    ("unknown label", b'{"classes": ["dog"]}', ["classes"], 'unknown: "dog"'),
+    ("half valid", b'{"confidence": 0.99, "iou": "x"}', ["iou"], 'iou: "x" is not allowed'),
+    ("huge", b'{"classes": [' + b'"circle",' * 20_000 + b'"star"]}', [], "bytes; at most 65536 allowed"),
+    ("binary junk", random.Random(5).randbytes(4096), [], "payload is not"),
+    ("too deep", b"[" * 30_000 + b"]" * 30_000, [], "nested too deeply"),
+    ("not an object", b"[0.5]", [], "must be a JSON object"),
+    ("empty", b"", [], "payload is not valid JSON"),
+]
+
+
+def test_bad_settings_are_rejected_naming_the_problem_and_change_nothing(running: Running) -> None:
+    observer = running.observer
+    initial = observer.json("settings")[0]
+    assert initial == {
+        "confidence": 0.25,
+        "iou": 0.45,
+        "classes": [],
+        "class_confidence": {},
+        "max_fps": 0.0,
+        "publish_detections": True,
+    }
+    for what, payload, keys, fragment in BAD_SETS:
+        reply = set_and_wait(running, payload)
+        assert reply["ok"] is False, what
+        assert reply["keys"] == keys, (what, reply)
+        assert fragment in reply["error"], (what, reply)
+        assert len(reply["error"]) < 1000, what
+    last_reply = observer.on("set/result")[-1].at
+    observer.wait_for("detections after the last rejection", lambda: after(observer.on("detections"), last_reply), 5)
+    assert running.agent.running, running.agent.describe()
+    assert all(s == initial for s in observer.json("settings")), "nothing was applied, not even half"
+    kept = retained_on(running.broker, f"{TOPICS}/settings")
+    assert kept is not None and kept.json() == initial
+    assert "Traceback" not in running.agent.stderr
+
+
+# -- remote settings: applied -------------------------------------------------------------------------
+
+
+def settings_changed(run: Running, payload: dict[str, Any]) -> float:
+    """Send a valid `set`, check its reply, and return when the new `settings` arrived.
+
+    Detections and settings come from the frame loop over one connection, in order: every
+    detections message that arrives after this moment comes from a frame the change applied to.
+    """
+    count = len(run.observer.on("settings"))
+    reply = set_and_wait(run, payload)
+    assert reply["ok"] is True, reply
+    assert reply["applied"] == payload
+    assert {k: reply["settings"][k] for k in payload} == payload
+    settings = run.observer.wait_count("settings", count + 1, 5)[-1]
+    assert settings.json() == reply["settings"]
+    return settings.at
+
+
+def detections_after(run: Running, moment: float, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    run.observer.wait_for(
+        f"{count} detections", lambda: len(after(run.observer.on("detections"), moment)) >= count, timeout
+    )
+    return [m.json() for m in after(run.observer.on("detections"), moment)]
+
+
+def test_confidence_set_remotely_applies_between_frames(running: Running) -> None:
+    before = detections_after(running, running.observer.on("settings")[-1].at, 16)[-16:]
+    changed = settings_changed(running, {"confidence": 0.99})
+    later = detections_after(running, changed, 16)[:16]
+    found_before = [d for body in before for d in body["detections"]]
+    found_later = [d for body in later for d in body["detections"]]
+    assert all(d["confidence"] >= 0.99 for d in found_later), found_later
+    assert len(found_later) <= len(found_before)
+    assert [b["frame"] for b in later] == sorted(b["frame"] for b in later)
+    kept = retained_on(running.broker, f"{TOPICS}/settings")
+    assert kept is not None and kept.json()["confidence"] == 0.99
+
+
+def test_snapshot_on_request(running: Running) -> None:
+    observer = running.observer
+    # Confidence 1.0: nothing is detected, so no presence starts and only the request makes a snapshot.
+    settings_changed(running, {"confidence": 1.0})
+    observer.wait_for("every presence ended", lambda: not open_labels(observer.json("events")), 5)
+    time.sleep(0.5)
+    count = len(observer.on("snapshot"))
+    asked = send(running.broker, f"{TOPICS}/snapshot/request", b"")
+    snapshots = observer.wait_count("snapshot", count + 1, 5)
+    assert snapshots[-1].at >= asked
+    assert decoded_snapshot(snapshots[-1]).shape == (*SNAPSHOT_HW, 3)
+    time.sleep(0.5)
+    assert len(observer.on("snapshot")) == count + 1, "one request, one snapshot"
+
+
+def test_class_filter_and_per_class_thresholds_set_remotely(running: Running) -> None:
+    changed = settings_changed(running, {"confidence": 0.1, "classes": ["circle", "square"]})
+    found = [d for body in detections_after(running, changed, 12) for d in body["detections"]]
+    assert {d["label"] for d in found} <= {"circle", "square"}
+    changed = settings_changed(running, {"classes": [], "class_confidence": {"circle": 0.95}})
+    found = [d for body in detections_after(running, changed, 12) for d in body["detections"]]
+    assert all(d["confidence"] >= 0.95 for d in found if d["label"] == "circle")
+    assert all(d["confidence"] >= 0.1 for d in found)
+
+
+def test_max_fps_set_remotely(running: Running) -> None:
+    changed = settings_changed(running, {"max_fps": 2})
+    time.sleep(3.0)
+    frames = detections_after(running, changed, 1)
+    # An upper bound only: a loaded machine may process fewer, never more.
+    assert len(frames) <= 2 * 3.0 + 2, [b["frame"] for b in frames]
+    changed = settings_changed(running, {"max_fps": 0})
+    detections_after(running, changed, 12, timeout=5)
+
+
+def test_detections_publishing_switched_off_and_on_remotely(running: Running) -> None:
+    observer = running.observer
+    changed = settings_changed(running, {"publish_detections": False})
+    processed = observer.json("stats")[-1]["frames"]["processed"]
+    time.sleep(2.0)
+    assert after(observer.on("detections"), changed) == []
+    observer.wait_for("stats", lambda: observer.json("stats")[-1]["frames"]["processed"] > processed + 4, 5)
+    changed = settings_changed(running, {"publish_detections": True, "confidence": 0.25, "class_confidence": {}})
+    detections_after(running, changed, 4, timeout=5)
+
+
+def test_the_agent_stops_cleanly_after_all_that(running: Running) -> None:
+    code, took = running.agent.stop(timeout=5.0)
+    assert code == 0 and took < 5.0, running.agent.describe()
+    assert "Traceback" not in running.agent.stderr
+    running.observer.wait_for("stopped", lambda: running.observer.on("status")[-1].payload == b"stopped", 5)
+    kept = retained_on(running.broker, f"{TOPICS}/presence")
+    assert kept is not None and kept.json()["present"] == {}, "a clean stop ends every presence"
+
+
+# -- discovery turned off -----------------------------------------------------------------------------
+
+
+def test_discovery_off_removes_the_device(tmp_path, broker: Broker, fixture_onnx: Path, sample_video) -> None:
+    topic = "hass/device/e2e-off/config"
+    send(broker, topic, json.dumps({"dev": {"ids": ["yolo_edge_e2e-off"]}, "o": {"name": "yolo-edge"}}), retain=True)
+    assert retained_on(broker, topic) is not None, "an earlier run's discovery"
+    observer = Observer(broker.host, broker.port, "e2e-off", also=(topic,))
+    try:
+        args = ["run", "--source", str(sample_video[0]), "--model", str(fixture_onnx), "--max-frames", "3"]
+        env = agent_env(tmp_path / "state", homeassistant_discovery=False, homeassistant_discovery_prefix="hass")
+        result = run_agent([*args, *broker_args(broker.host, broker.port, "e2e-off")], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        observer.wait_for("the empty config", lambda: any(m.payload == b"" for m in observer.on_topic(topic)), 5)
+    finally:
+        observer.close()
+    assert retained_on(broker, topic) is None, "removed: nothing retained any more"
+    assert retained_on(broker, "homeassistant/device/e2e-off/config", wait=0.3) is None, "nothing announced"

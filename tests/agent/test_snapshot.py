@@ -1,0 +1,97 @@
+"""Snapshots: scaling to the width cap, boxes drawn on a copy, JPEG that cv2 decodes.
+
+The agent publishing them over a real broker is in tests/agent/test_remote_e2e.py.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.detections import Detections
+from agent.snapshot import PALETTE, SnapshotSettings, draw_detections, scaled_to_width, snapshot_jpeg
+
+NAMES = {0: "circle", 1: "square"}
+
+
+def scene(height: int = 480, width: int = 640) -> np.ndarray:
+    """A grey frame with a dark rectangle, so a drawn box shows against it."""
+    image = np.full((height, width, 3), 128, np.uint8)
+    image[100:200, 150:300] = 40
+    return image
+
+
+def detections(*rows: tuple[float, float, float, float, float, int]) -> Detections:
+    """Rows of (x1, y1, x2, y2, score, class_id) in source pixels."""
+    array = np.array(rows, np.float64).reshape(-1, 6)
+    return Detections(array[:, :4], array[:, 4], array[:, 5].astype(np.int64))
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    assert jpeg[:2] == b"\xff\xd8", "a JPEG starts with SOI"
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+# (source (h, w), width cap, decoded (h, w))
+SIZES = [
+    ((480, 640), 640, (480, 640)),
+    ((480, 640), 320, (240, 320)),
+    ((1080, 1920), 640, (360, 640)),
+    ((1080, 1920), 1000, (562, 1000)),
+    ((240, 320), 640, (240, 320)),  # narrower frames are never enlarged
+    ((1, 2000), 32, (1, 32)),  # a strip keeps at least one row
+]
+
+
+@pytest.mark.parametrize(("source_hw", "width", "expected_hw"), SIZES)
+def test_snapshot_is_a_jpeg_of_at_most_the_configured_width(source_hw, width, expected_hw) -> None:
+    image = scene(*source_hw) if source_hw[0] > 200 else np.full((*source_hw, 3), 90, np.uint8)
+    jpeg = snapshot_jpeg(image, detections((10, 0, 50, 1, 0.9, 0)), NAMES, SnapshotSettings(width=width))
+    assert decode(jpeg).shape == (*expected_hw, 3)
+
+
+def test_the_source_frame_is_never_drawn_on() -> None:
+    image = scene()
+    before = image.copy()
+    for width in (640, 320):  # the copy path and the resize path
+        snapshot_jpeg(image, detections((150, 100, 300, 200, 0.9, 0)), NAMES, SnapshotSettings(width=width))
+    assert np.array_equal(image, before)
+    scaled, scale = scaled_to_width(image, 640)
+    assert scale == 1.0 and scaled is not image and not np.shares_memory(scaled, image)
+
+
+def test_boxes_and_labels_are_drawn_where_the_detections_are() -> None:
+    image = scene()
+    found = detections((150, 100, 300, 200, 0.87, 1))
+    canvas, scale = scaled_to_width(image, 320)
+    draw_detections(canvas, found, NAMES, scale)
+    color = np.array(PALETTE[1], np.int16)
+    # The box edges (source x 150 and 300, y 100 and 200) halved onto the 320-wide canvas.
+    left_edge = canvas[55:95, 75].astype(np.int16)
+    right_edge = canvas[55:95, 150].astype(np.int16)
+    assert (np.abs(left_edge - color).max(axis=1) < 40).mean() > 0.8
+    assert (np.abs(right_edge - color).max(axis=1) < 40).mean() > 0.8
+    # The label tag sits just above the top edge, in the class color with white text.
+    tag = canvas[35:49, 76:120].astype(np.int16)
+    assert (np.abs(tag - color).max(axis=2) < 40).mean() > 0.3
+    assert (tag.min(axis=2) > 200).any(), "white text"
+    # Far from the box, nothing changed.
+    assert np.array_equal(canvas[150:, 200:], cv2.resize(image, (320, 240), interpolation=cv2.INTER_AREA)[150:, 200:])
+
+
+def test_boxes_partly_outside_the_frame_and_empty_frames() -> None:
+    image = scene()
+    odd = detections((-50, -20, 100, 60, 0.5, 0), (600, 400, 900, 700, 0.4, 1), (10, 5, 40, 30, 0.3, 57))
+    decode(snapshot_jpeg(image, odd, NAMES, SnapshotSettings(width=640)))  # an unknown class id is its number
+    empty = decode(snapshot_jpeg(image, Detections.empty(), NAMES, SnapshotSettings(width=640, quality=100)))
+    assert np.abs(empty.astype(np.int16) - image).max() < 16, "no detections: the frame itself"
+
+
+def test_quality_trades_size() -> None:
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (5, 5), 0)
+    sizes = [len(snapshot_jpeg(image, Detections.empty(), NAMES, SnapshotSettings(640, q))) for q in (20, 80, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2

@@ -1,4 +1,4 @@
-"""yolo-edge-agent: run | check | bench.
+"""yolo-edge-agent: run | check | bench | fleet.
 
 Errors a user can cause (config, source, model, broker) become one line and
 exit code 2 before anything starts, so systemd's Restart=on-failure acts and
@@ -17,10 +17,12 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.active_bundle import StartupModel, load_startup_model
 from agent.bundle import BundleError
 from agent.capture import SourceError
 from agent.commands import CommandInbox
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.deployment import Deployer, DeploySettings
 from agent.detector import Detector, LoadReport, label_ids, load_detector
 from agent.discovery import (
     DiscoveryAnnouncer,
@@ -31,6 +33,7 @@ from agent.discovery import (
     package_version,
     project_url,
 )
+from agent.fleet import add_fleet_parser, command_fleet
 from agent.inference import ModelLoadError
 from agent.notify import SystemdNotifier
 from agent.outbox import OutboxError
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="per-stage latency table, FP32 vs INT8")
     _add_common(bench)
     bench.add_argument("--frames", type=int, default=100, help="frames per precision (default 100)")
+    add_fleet_parser(commands)
     return parser
 
 
@@ -106,10 +110,11 @@ def configure_logging(level: str) -> None:
         pass
 
 
-def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
+def _detector(config: AgentConfig, path: Path) -> tuple[Detector, LoadReport]:
+    """The model at `path` with the configured precision policy, threads and thresholds (deployed ones too)."""
     model = config.model
     detector, report = load_detector(
-        model.path,
+        path,
         model.precision,
         model.threads or 0,
         confidence=model.confidence,
@@ -122,6 +127,27 @@ def _detector(config: AgentConfig) -> tuple[Detector, LoadReport]:
     # Labels are only known once the model is: checked here so `check` reports them too.
     label_ids(detector.names, config.homeassistant.classes, "homeassistant.classes")
     return detector, report
+
+
+def _startup_detector(config: AgentConfig) -> tuple[Detector, LoadReport, StartupModel]:
+    """The deployed bundle recorded in the state directory if it still verifies, else `[model] path`."""
+    assert config.model.path is not None  # load_config(require_model=True)
+    (detector, report), startup = load_startup_model(
+        config.agent.state_dir, config.deploy.enabled, config.model.path, lambda path: _detector(config, path)
+    )
+    return detector, report, startup
+
+
+def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupModel) -> Deployer:
+    """Take `deploy` commands; states go out retained on `deploy/state` (QoS 0: re-sent on every connect)."""
+    deployer = Deployer(
+        DeploySettings.from_config(config.deploy, config.agent.state_dir),
+        lambda path: _detector(config, path)[0],
+        lambda payload, retain: publisher.publish("deploy/state", payload, qos=0, retain=retain),
+        startup,
+    )
+    publisher.subscribe("deploy", deployer.on_deploy)
+    return deployer
 
 
 def _runtime_settings(config: AgentConfig) -> RuntimeSettings:
@@ -176,17 +202,20 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     source = open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s)
     with ExitStack() as stack:
         stack.enter_context(source)
-        detector, _ = _detector(config)
+        detector, _, startup = _startup_detector(config)
         inbox: CommandInbox | None = None
         announcer: DiscoveryAnnouncer | None = None
+        deployer: Deployer | None = None
         publisher: Publisher
         if dry_run:  # no broker: no commands come in, and Home Assistant is not told about a dry run
             publisher = StdoutPublisher(topic_prefix)
         else:
             publisher, inbox, announcer = _mqtt_publisher(config, stack, detector)
+            if config.deploy.enabled:
+                deployer = _deployer(config, publisher, startup)
+                deployer.announce_startup(detector.identity)
         stop = threading.Event()
         notifier = stack.enter_context(closing(SystemdNotifier()))
-        precision = detector.identity.precision
 
         def request_stop(signum: int, _frame: object) -> None:
             log.info("%s received: stopping", signal.Signals(signum).name)
@@ -194,11 +223,12 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             stop.set()
 
         def frame_done(result: FrameResult) -> None:
-            notifier.ready(f"running {precision}, first frame processed")
+            notifier.ready(f"running {loop.detector.identity.precision}, first frame processed")
             notifier.frame_processed()
 
         def stats_done(stats: dict) -> None:
             broker = "connected" if stats["mqtt"]["connected"] else "broker unreachable"
+            precision = loop.detector.identity.precision  # a deployment may have changed it
             notifier.status(f"{stats['fps']} fps, {precision}, {broker}, {stats['frames']['processed']} frames")
 
         signal.signal(signal.SIGTERM, request_stop)
@@ -223,11 +253,14 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             on_stats=stats_done,
             inbox=inbox,
             runtime=_runtime_settings(config),
+            deployer=deployer,
         )
         try:
             counters = loop.run()
         finally:
             notifier.stopping()
+            if deployer is not None:
+                deployer.close()
             if announcer is not None:
                 announcer.close()
             publisher.close(timeout=3.0)
@@ -240,10 +273,14 @@ def command_check(config: AgentConfig) -> int:
     with open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s) as src:
         src.probe(CHECK_TIMEOUT_S)
         print(f"source: ok ({src.name}, first frame received)")
-    detector, report = _detector(config)
+    detector, report, startup = _startup_detector(config)
     identity = detector.identity
     timing = ", ".join(f"{p} {t:.1f} ms" for p, t in report.timings_ms.items())
     print(f"model: ok ({identity.name} {identity.precision}, sha256 verified{'; ' + timing if timing else ''})")
+    if startup.deployed is not None:
+        print(f"model: the deployed bundle {startup.path} ([model] path is the fallback)")
+    elif startup.fallback_reason is not None:
+        print(f"model: [model] path {startup.path}; {startup.fallback_reason}")
     from agent.mqtt import MqttSettings, probe_broker
 
     probe_broker(MqttSettings.from_config(config.mqtt), CHECK_TIMEOUT_S)
@@ -254,6 +291,8 @@ def command_check(config: AgentConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "fleet":  # the operator's tool: no model or source, its own broker options (agent/fleet.py)
+        return command_fleet(args)
     try:
         config = load_config(args.config, overrides=_overrides(args), require_model=True)
     except ConfigError as error:

@@ -44,6 +44,14 @@ class CommandInbox:
         except queue.Full:
             self._reject(SettingsRejected([f"{MAX_PENDING_CHANGES} changes are waiting for a frame; try again"], []))
 
+    def use_names(self, names: Mapping[int, str]) -> None:
+        """The labels `set` is checked against from now on (frame loop, when a deployed model takes over)."""
+        self._names = MappingProxyType(dict(names))
+
+    def reject(self, rejected: SettingsRejected) -> None:
+        """Answer a queued change that cannot be applied after all (frame loop)."""
+        self._reject(rejected)
+
     def on_snapshot_request(self, payload: bytes) -> None:
         """Any message on `snapshot/request`: one snapshot, however many requests come before it is taken."""
         self._snapshot.set()

@@ -261,6 +261,26 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """[deploy]: new bundles over MQTT on `<prefix>/<device>/deploy`. Sizes in bytes, times in seconds.
+
+    allow_http: plain http:// URLs too (the sha256 in the command still has to match), for a LAN
+    server without TLS. timeout_s: connecting or a read that stalls this long fails the download;
+    max_duration_s: the whole download. keep_bundles: deployed bundles kept on disk (the running one
+    and the one before it are never removed).
+    """
+
+    enabled: bool = field(default=True, metadata=_rule("bool", _BOOL))
+    allow_http: bool = field(default=False, metadata=_rule("bool", _BOOL))
+    max_bytes: int = field(
+        default=200_000_000, metadata=_rule("int", "an integer >= 1024 (bytes)", lambda v: v >= 1024)
+    )
+    timeout_s: float = field(default=30.0, metadata=_rule("float", _SECONDS, _positive))
+    max_duration_s: float = field(default=900.0, metadata=_rule("float", _SECONDS, _positive))
+    keep_bundles: int = field(default=3, metadata=_rule("int", "an integer >= 2", lambda v: v >= 2))
+
+
+@dataclass(frozen=True)
 class AgentSectionConfig:
     """[agent]: where durable state lives (outbox, bundles), how big the outbox may grow, how much to log."""
 
@@ -284,6 +304,7 @@ class AgentConfig:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     agent: AgentSectionConfig = field(default_factory=AgentSectionConfig)
     config_file: Path | None = None
 
@@ -307,6 +328,7 @@ SECTIONS: dict[str, type] = {
     "homeassistant": HomeAssistantConfig,
     "snapshot": SnapshotConfig,
     "remote": RemoteConfig,
+    "deploy": DeployConfig,
     "agent": AgentSectionConfig,
 }
 _SPECS: dict[tuple[str, str], _Spec] = {

@@ -1,4 +1,4 @@
-"""MQTT transport for the Publisher interface; the only module of the project that imports paho.
+"""MQTT transport for the Publisher interface; with fleet_client.py (the operator's side) the only paho importer.
 
 QoS 1 messages go through the durable outbox (agent/outbox.py): stored first, handed
 to paho when connected, deleted on PUBACK. On every connect the publisher announces

@@ -3,7 +3,9 @@
 It knows the Publisher interface, not MQTT, and takes every collaborator as
 an argument, so tests run it with a real source, model and broker or with a
 stdout publisher. Commands from MQTT (settings changes, snapshot requests) reach
-it through a CommandInbox and are taken between two frames, on this thread.
+it through a CommandInbox and are taken between two frames, on this thread; so is
+a newly deployed model (agent/deployment.py), which the loop switches to and
+watches for a few frames before the old one is let go.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import numpy as np
 
 from agent.board import board_health
 from agent.commands import CommandInbox
+from agent.deployment import PROBATION_FRAMES, Deployer, ReadyBundle
 from agent.detections import Detections
 from agent.detector import Detector
 from agent.events import PresenceEvent, PresenceTracker
 from agent.frames import Frame
+from agent.model_probe import check_detections
 from agent.outbox import OutboxError
 from agent.payloads import detections_payload, dumps, event_payload, presence_payload
 from agent.publisher import Publisher
-from agent.remote_settings import RuntimeSettings, SettingsChange, accepted_payload
+from agent.remote_settings import RuntimeSettings, SettingsChange, SettingsRejected, accepted_payload
 from agent.results import FrameResult, StageTimings
 from agent.snapshot import SnapshotSettings, snapshot_jpeg
 from agent.stats import FrameCounters, StatsWindow
@@ -53,6 +57,15 @@ class LoopSettings:
     snapshot: SnapshotSettings | None = None
 
 
+@dataclass
+class _Probation:
+    """A deployed model the loop just switched to, and the detector to return to if it fails."""
+
+    ready: ReadyBundle
+    previous: Detector
+    frames_left: int = PROBATION_FRAMES
+
+
 class FrameSourceLike(Protocol):
     """What the loop needs from a source (agent/sources.py provides it)."""
 
@@ -68,6 +81,7 @@ class AgentLoop:
 
     runtime: the settings that `set` may change, published retained on `settings`; None = no
     remote settings. inbox: where commands from MQTT wait for the loop; None = no commands.
+    deployer: hands over deployed models; None = no deployments.
     """
 
     def __init__(
@@ -82,6 +96,7 @@ class AgentLoop:
         on_stats: Callable[[dict[str, object]], None] | None = None,
         inbox: CommandInbox | None = None,
         runtime: RuntimeSettings | None = None,
+        deployer: Deployer | None = None,
     ) -> None:
         self.source = source
         self.detector = detector
@@ -93,6 +108,8 @@ class AgentLoop:
         self.on_stats = on_stats
         self.inbox = inbox
         self.runtime = runtime
+        self.deployer = deployer
+        self._probation: _Probation | None = None
         self.tracker = PresenceTracker(detector.names, settings.end_after)
         self.counters = FrameCounters()
         self.window = StatsWindow()
@@ -152,7 +169,9 @@ class AgentLoop:
             return
         if self.runtime is not None and self.runtime.max_fps:
             self._next_frame_mono = picked_up + 1.0 / self.runtime.max_fps
-        detections, pre_ms, inf_ms, post_ms = self.detector.detect(frame.image)
+        detections, pre_ms, inf_ms, post_ms = self._detect(frame.image)
+        if self.deployer is not None:
+            self.deployer.offer_frame(frame.image)
         self.last_frame_id = frame.frame_id
         timings = StageTimings(capture=age * 1e3, preprocess=pre_ms, inference=inf_ms, postprocess=post_ms)
         result = FrameResult(frame.frame_id, frame.captured_at, (frame.height, frame.width), detections, timings)
@@ -219,9 +238,12 @@ class AgentLoop:
 
     def _take_commands(self) -> None:
         """Apply what arrived over MQTT since the last frame (this thread is the only one that touches the detector)."""
+        if self.deployer is not None and (ready := self.deployer.take_ready()) is not None:
+            self._switch(ready)
         if self.inbox is None:
             return
-        if self.runtime is not None:
+        # While a deployed model is on probation, changes wait: a rollback must find the old model as it was.
+        if self.runtime is not None and self._probation is None:
             for change in self.inbox.take_changes():
                 self._apply(change)
         if self.settings.snapshot is not None and self.inbox.take_snapshot_request():
@@ -231,8 +253,14 @@ class AgentLoop:
                 self._snapshot_wanted = True  # no frame yet: the first one answers
 
     def _apply(self, change: SettingsChange) -> None:
-        assert self.runtime is not None
+        assert self.runtime is not None and self.inbox is not None
         runtime = self.runtime.changed(change)
+        # Checked when it arrived, but against the model of that moment: a deployment may have come since.
+        if unknown := sorted({*runtime.classes, *runtime.class_confidence} - set(self.detector.names.values())):
+            keys = [key for key in ("classes", "class_confidence") if key in change.values]
+            problem = f"labels the model now running does not know: {', '.join(unknown)}"
+            self.inbox.reject(SettingsRejected([problem], keys))
+            return
         if runtime.max_fps != self.runtime.max_fps:
             self._next_frame_mono = 0.0  # a new rate starts with the next frame, not after the old wait
         self.detector.apply_settings(runtime.postprocess(self.detector.names, self.detector.settings.max_detections))
@@ -240,6 +268,60 @@ class AgentLoop:
         log.info("settings changed: %s", dumps(change.as_dict()).decode())
         self._publish_settings()
         self.publisher.publish("set/result", dumps(accepted_payload(time.time(), change, runtime)), qos=0)
+
+    # -- deployed models --------------------------------------------------------------------------
+
+    def _detect(self, image: np.ndarray) -> tuple[Detections, float, float, float]:
+        """detect() with the detector in use; during a probation a failure returns to the previous one."""
+        if self._probation is None:
+            return self.detector.detect(image)
+        try:
+            result = self.detector.detect(image)
+            check_detections(result[0], self.detector.names)
+        except Exception as error:  # an untrusted model must not stop the agent: the old one takes over
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            self._roll_back(f"the new model failed in the frame loop: {first_line[:300]}")
+            return self.detector.detect(image)
+        self._probation.frames_left -= 1
+        if self._probation.frames_left <= 0:
+            ready, self._probation = self._probation.ready, None
+            assert self.deployer is not None
+            self.deployer.confirmed(ready)  # the previous detector is let go here
+        return result
+
+    def _switch(self, ready: ReadyBundle) -> None:
+        """Run the deployed model from the next frame on, with the runtime settings in force."""
+        assert self.deployer is not None
+        new = ready.detector
+        if self.runtime is not None:
+            named = {*self.runtime.classes, *self.runtime.class_confidence}
+            if unknown := sorted(named - set(new.names.values())):
+                self.deployer.refused(
+                    ready,
+                    f"the settings in force name labels the new model does not know ({', '.join(unknown)}); "
+                    'clear them with set {"classes": [], "class_confidence": {}} and deploy again',
+                )
+                return
+            new.apply_settings(self.runtime.postprocess(new.names, new.settings.max_detections))
+        self._probation = _Probation(ready, self.detector)
+        self._use(new)
+        self.deployer.switched(ready)
+
+    def _roll_back(self, reason: str) -> None:
+        assert self._probation is not None and self.deployer is not None
+        probation, self._probation = self._probation, None
+        self._use(probation.previous)
+        self.deployer.rolled_back(probation.ready, reason, probation.previous.identity)
+
+    def _use(self, detector: Detector) -> None:
+        """Make `detector` the one in use; presences of labels it may not know are ended first."""
+        if detector.names != self.detector.names:
+            self._publish_events(self.tracker.close(time.time(), self.last_frame_id))
+            self.tracker = PresenceTracker(detector.names, self.settings.end_after)
+            self._last_frame = None  # its detections carry the other model's class ids
+        self.detector = detector
+        if self.inbox is not None:
+            self.inbox.use_names(detector.names)
 
     def publish_stats(self) -> None:
         transport = self.publisher.health()

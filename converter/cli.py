@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.bundle import BundleError
 from agent.inference import ModelLoadError
+from converter.archive import BundleArchive, write_archive
 from converter.errors import ConvertError
 from converter.export import HEAD_CHOICES
 from converter.pipeline import PRECISION_CHOICES, ConvertRequest, convert
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing bundle; write a failing one marked not deployable"
+    )
+    parser.add_argument(
+        "--archive",
+        action="store_true",
+        help="also write BUNDLE.tar.gz and print its sha256, for `<prefix>/<device>/deploy`",
     )
     parser.add_argument("--calib-size", type=int, default=200, help="calibration images to use (default 200)")
     parser.add_argument("--val-size", type=int, default=300, help="validation images to use (default 300)")
@@ -100,7 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     state = "deployable" if outcome.deployable else "NOT deployable"
     print(f"wrote {outcome.bundle} ({state}: {outcome.verdict})")
     print((outcome.bundle / "report.md").read_text(), end="")
+    if args.archive:
+        try:
+            archive = write_archive(outcome.bundle)
+        except ConvertError as error:
+            print(f"yolo-edge-convert: error: {error} (the bundle itself was written)", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print_archive(archive)
     return 0
+
+
+def print_archive(archive: BundleArchive) -> None:
+    """The archive's sha256 and the command that deploys it, to fill in with the URL it is served at."""
+    command = f'{{"url": "https://HOST/{archive.path.name}", "sha256": "{archive.sha256}"}}'
+    print(f"archive: {archive.path} ({archive.bytes / 1e6:.1f} MB)")
+    print(f"sha256: {archive.sha256}")
+    print(f"deploy: mosquitto_pub -h BROKER -t yolo-edge/DEVICE/deploy -m '{command}'")
 
 
 if __name__ == "__main__":

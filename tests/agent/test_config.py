@@ -48,6 +48,12 @@ DEFAULTS = [
     ("snapshot", "width", 640),
     ("snapshot", "quality", 80),
     ("remote", "settings", True),
+    ("deploy", "enabled", True),
+    ("deploy", "allow_http", False),
+    ("deploy", "max_bytes", 200_000_000),
+    ("deploy", "timeout_s", 30.0),
+    ("deploy", "max_duration_s", 900.0),
+    ("deploy", "keep_bundles", 3),
     ("agent", "outbox_max_messages", 10000),
     ("agent", "outbox_max_age_s", 604800.0),
     ("agent", "log_level", "info"),
@@ -244,6 +250,12 @@ def test_uri_may_be_written_as_a_camera_index(tmp_path):
         ("YOLO_EDGE_SNAPSHOT_WIDTH", "320", "snapshot", "width", 320),
         ("YOLO_EDGE_SNAPSHOT_QUALITY", "95", "snapshot", "quality", 95),
         ("YOLO_EDGE_REMOTE_SETTINGS", "0", "remote", "settings", False),
+        ("YOLO_EDGE_DEPLOY_ENABLED", "no", "deploy", "enabled", False),
+        ("YOLO_EDGE_DEPLOY_ALLOW_HTTP", "true", "deploy", "allow_http", True),
+        ("YOLO_EDGE_DEPLOY_MAX_BYTES", "5000000", "deploy", "max_bytes", 5_000_000),
+        ("YOLO_EDGE_DEPLOY_TIMEOUT_S", "2.5", "deploy", "timeout_s", 2.5),
+        ("YOLO_EDGE_DEPLOY_MAX_DURATION_S", "60", "deploy", "max_duration_s", 60.0),
+        ("YOLO_EDGE_DEPLOY_KEEP_BUNDLES", "5", "deploy", "keep_bundles", 5),
     ],
 )
 def test_env_overrides(tmp_path, variable, text, section, key, expected):
@@ -415,6 +427,13 @@ def test_bad_command_line_overrides(tmp_path, overrides, fragment):
         ("[snapshot]\nquality = 101", "snapshot.quality: 101 is not allowed"),
         ("[snapshot]\nenabled = 1", "snapshot.enabled: 1 is not allowed; expected true or false"),
         ('[remote]\nsettings = "on"', "remote.settings: 'on' is not allowed; expected true or false"),
+        ('[deploy]\nenabled = "yes"', "deploy.enabled: 'yes' is not allowed; expected true or false"),
+        ("[deploy]\nallow_http = 1", "deploy.allow_http: 1 is not allowed; expected true or false"),
+        ("[deploy]\nmax_bytes = 100", "deploy.max_bytes: 100 is not allowed; expected an integer >= 1024 (bytes)"),
+        ("[deploy]\nmax_bytes = 1e9", "deploy.max_bytes: 1000000000.0 is not allowed"),
+        ("[deploy]\ntimeout_s = 0", "deploy.timeout_s: 0 is not allowed; expected a number > 0"),
+        ("[deploy]\nmax_duration_s = -1", "deploy.max_duration_s: -1 is not allowed; expected a number > 0"),
+        ("[deploy]\nkeep_bundles = 1", "deploy.keep_bundles: 1 is not allowed; expected an integer >= 2"),
     ],
 )
 def test_invalid_values(tmp_path, text, fragment):
@@ -537,7 +556,7 @@ def test_redacted_is_plain_data(tmp_path, files):
     assert summary["model"]["classes"] == ["a"] and summary["model"]["class_confidence"] == {}
     assert summary["mqtt"]["password"] is None
     assert summary["config_file"] == str(tmp_path / "agent.toml")
-    sections = {"source", "model", "mqtt", "events", "stats", "homeassistant", "snapshot", "remote", "agent"}
+    sections = {"source", "model", "mqtt", "events", "stats", "homeassistant", "snapshot", "remote", "deploy", "agent"}
     assert set(summary) == {"config_file", *sections}
 
 

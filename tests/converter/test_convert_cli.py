@@ -99,10 +99,13 @@ def quantize_op_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_fixture_bundle_matches_its_manifest(fixture_bundle):
+def test_fixture_bundle_matches_its_manifest(fixture_bundle, fixture_weights):
+    from ultralytics import YOLO
+
+    trained_at = YOLO(str(fixture_weights)).ckpt["train_args"]["imgsz"]  # no --imgsz: the training size is kept
     manifest = json.loads((fixture_bundle / "manifest.json").read_text())
     assert manifest["format"] == "yolo-edge-bundle" and manifest["version"] == 1
-    assert manifest["head"] == "classic" and manifest["imgsz"] == [320, 320]
+    assert manifest["head"] == "classic" and manifest["imgsz"] == [trained_at, trained_at]
     assert manifest["names"] == {"0": "circle", "1": "square", "2": "triangle", "3": "star"}
     assert manifest["deployable"] is True
     for precision in ("fp32", "int8"):
@@ -164,7 +167,7 @@ def test_map_agrees_with_ultralytics_val(fixture_bundle, shapes_dataset):
     manifest = json.loads((fixture_bundle / "manifest.json").read_text())
     ours = manifest["validation"]["per_precision"]["fp32"]
     theirs = YOLO(str(fixture_bundle / "model.fp32.onnx"), task="detect").val(
-        data=str(shapes_dataset), imgsz=320, batch=1, device="cpu", plots=False, verbose=False
+        data=str(shapes_dataset), imgsz=manifest["imgsz"][0], batch=1, device="cpu", plots=False, verbose=False
     )
     assert abs(theirs.box.map - ours["map50_95"]) <= 0.02
     assert abs(theirs.box.map50 - ours["map50"]) <= 0.02

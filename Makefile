@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-quick lint mosquitto venv clean
+.PHONY: demo test test-quick lint bench mosquitto venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
@@ -41,6 +41,17 @@ lint: $(STAMP)
 
 demo: $(STAMP) mosquitto
 	$(PY) -m benchmarks.demo
+
+# Every benchmark in one go (about half an hour on an idle 2-core machine), stitched into
+# benchmarks/results/REPORT.md. One part alone: make bench BENCH_ARGS="--only broker".
+bench: $(STAMP) mosquitto
+	$(PY) -m benchmarks.report $(BENCH_ARGS)
+
+# The agent on an emulated Pi 4 and Pi 5 (Debian bookworm arm64 root, qemu-user), FP32 and INT8,
+# against the x86 run of the same command; see benchmarks/pi/pi_check.sh. Needs root for debootstrap.
+.PHONY: pi-check
+pi-check: $(STAMP)
+	benchmarks/pi/pi_check.sh
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -75,14 +75,22 @@ def _convert(kind: str, value: object) -> Any:
         raise TypeError
     if kind == "bool" or (kind == "int" and isinstance(value, int)):
         return value
-    if kind == "float" and isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
+    if kind == "float" and isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:  # TOML integers have no size limit; floats do
+            raise ValueError from None
+        if math.isfinite(number):
+            return number
     if kind in ("str", "choice") and isinstance(value, str):
         return value.strip().lower() if kind == "choice" else value  # LOG_LEVEL=DEBUG is what people type
     if kind == "uri" and isinstance(value, str | int):
         return str(value)  # `uri = 0` (the first camera) is natural TOML
     if kind == "path" and isinstance(value, str | os.PathLike) and str(value):
-        return Path(value).expanduser()
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # ~name of a user that does not exist
+            raise ValueError from None
     if kind == "labels" and isinstance(value, list | tuple) and all(isinstance(v, str) and v.strip() for v in value):
         return tuple(value)
     if kind == "thresholds" and isinstance(value, Mapping) and all(isinstance(k, str) and k for k in value):
@@ -344,18 +352,29 @@ def _plain(value: object) -> object:
     return value
 
 
+def _shown(text: object) -> str:
+    """`text` as it reads, or its repr when it holds a newline or another character that would split the message."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)
+
+
+def _quoted(path: Path) -> str:
+    """'path' in quotes, with any newline in it escaped."""
+    return repr(str(path))
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as stream:
             return tomllib.load(stream)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {_shown(path)} does not exist") from None
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot read config file {_shown(path)}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:  # its message carries the line and column
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+        raise ConfigError(f"config file {_shown(path)} is not valid TOML: {error}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        raise ConfigError(f"config file {_shown(path)} is not UTF-8 text") from None
 
 
 def _layers(
@@ -368,17 +387,35 @@ def _layers(
     """
     for section, table in (_read_toml(path) if path is not None else {}).items():
         if section in SECTIONS and not isinstance(table, dict):
-            raise ConfigError(f"{section} in {path} must be a table: [{section}] followed by its keys")
+            raise ConfigError(f"{section} in {_shown(path)} must be a table: [{section}] followed by its keys")
         for key, raw in table.items() if section in SECTIONS else [("", table)]:
-            yield section, key, raw, "", f" in {path}"
+            yield section, key, raw, "", f" in {_shown(path)}"
     for name in sorted(env):
         section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("_")
         # Other YOLO_EDGE_* variables (test and benchmark knobs) are not configuration.
         if name.startswith(ENV_PREFIX) and name != PASSWORD_ENV and section in SECTIONS:
-            yield section, key, env[name], f" (from {name})", f" (from {name})"
+            yield section, key, env[name], f" (from {_shown(name)})", f" (from {_shown(name)})"
     for (section, key), raw in overrides.items():
         if raw is not None:  # None means "flag not given", so argparse defaults can pass straight through
             yield section, key, raw, " (from the command line)", " on the command line"
+
+
+def _is_model(path: Path) -> bool:
+    return path.is_dir() or (path.is_file() and path.suffix == ".onnx")
+
+
+def _is_readable_file(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def _path_problem(path: Path, passes: Callable[[Path], bool]) -> str | None:
+    """None when `path` passes; else what is wrong with it, to follow its name in a message."""
+    try:
+        if passes(path):
+            return None
+        return "does not exist" if not path.exists() else "is not allowed"
+    except OSError as error:  # a name too long for the file system, a directory we may not enter, ...
+        return f"cannot be checked ({error.strerror or error})"
 
 
 def _check_together(
@@ -400,18 +437,17 @@ def _check_together(
     model_path = get("model", "path")
     if model_path is None and require_model:
         problems.append("model.path is not set; set [model] path (or --model) to a bundle directory or .onnx file")
-    elif model_path is not None and not (
-        model_path.is_dir() or (model_path.is_file() and model_path.suffix == ".onnx")
-    ):
-        what = "does not exist" if not model_path.exists() else "is not allowed"
-        problems.append(f"{name('model', 'path')}: '{model_path}' {what}; expected a bundle directory or .onnx file")
+    elif model_path is not None and (what := _path_problem(model_path, _is_model)):
+        problems.append(
+            f"{name('model', 'path')}: {_quoted(model_path)} {what}; expected a bundle directory or .onnx file"
+        )
     readable = {}
     for key in ("password_file", "tls_ca", "tls_cert", "tls_key"):
         path = get("mqtt", key)
-        readable[key] = path is not None and path.is_file() and os.access(path, os.R_OK)
-        if path is not None and not readable[key]:
-            what = "does not exist" if not path.exists() else "is not allowed"
-            problems.append(f"{name('mqtt', key)}: '{path}' {what}; expected {_FILE}")
+        what = _path_problem(path, _is_readable_file) if path is not None else None
+        readable[key] = path is not None and what is None
+        if what:
+            problems.append(f"{name('mqtt', key)}: {_quoted(path)} {what}; expected {_FILE}")
     if (get("mqtt", "tls_cert") is None) != (get("mqtt", "tls_key") is None):
         problems.append("mqtt.tls_cert and mqtt.tls_key go together; set both or neither")
     if get("mqtt", "tls_insecure") and get("mqtt", "tls_ca") is None and get("mqtt", "tls_cert") is None:
@@ -428,9 +464,9 @@ def _check_together(
             # Editors and `echo` end the file with a newline that is not part of the password.
             password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
             if not password:
-                problems.append(f"{name('mqtt', 'password_file')}: '{password_file}' is empty")
+                problems.append(f"{name('mqtt', 'password_file')}: {_quoted(password_file)} is empty")
         except (OSError, UnicodeDecodeError) as error:
-            problems.append(f"{name('mqtt', 'password_file')}: cannot read '{password_file}': {error}")
+            problems.append(f"{name('mqtt', 'password_file')}: cannot read {_quoted(password_file)}: {error}")
     if password and get("mqtt", "username") is None:
         problems.append("a broker password is set but mqtt.username is not; set mqtt.username too")
     return password or None, problems
@@ -456,10 +492,10 @@ def load_config(
                 f"and set mqtt.password_file to it, or set {PASSWORD_ENV}"
             )
         elif section not in SECTIONS:
-            problems.append(f"unknown section [{section}]{where}; allowed sections: {', '.join(SECTIONS)}")
+            problems.append(f"unknown section [{_shown(section)}]{where}; allowed sections: {', '.join(SECTIONS)}")
         elif (spec := _SPECS.get((section, key))) is None:
             allowed = ", ".join(k for s, k in _SPECS if s == section)
-            problems.append(f"unknown key {section}.{key}{where}; allowed keys in [{section}]: {allowed}")
+            problems.append(f"unknown key {section}.{_shown(key)}{where}; allowed keys in [{section}]: {allowed}")
         else:
             try:
                 values[section, key] = (spec.parse(raw, text=bool(origin)), origin)

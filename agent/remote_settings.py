@@ -100,7 +100,10 @@ def _shown(value: object) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    # JSON integers have no size limit: math.isfinite() would overflow on one wider than a float.
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _fraction(value: object) -> float:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.agent_bench [--imgsz 640] [--frames 200] [--rounds 3] [--threads N]
                                      [--weights PT] [--bundle DIR] [--soak N] [--out benchmarks/results]
+    python -m benchmarks.agent_bench --stages fp32,int8 [--stage-threads 1,2] [--imgsz 320] ...
 
 Follows DESIGN.md "How the benchmarks compare": every figure that has a target is a RATIO of
 contenders measured side by side in this run, on the same generated video, the same FP32 model
@@ -22,6 +23,11 @@ Peak RSS of a child is VmHWM from /proc/<pid>/status, polled while it runs (see 
 not getrusage). Ultralytics, the agent CLI and the soak run each get their own process, so a
 figure never includes the driver's memory (which holds the bare loop's tensors) or another
 contender's.
+
+--stages runs only the agent's per-stage latency (the agent-inproc row's StageTimings) for each
+precision and each --stage-threads count, configurations alternating within rounds as above, and
+writes agent_stages_<size>.md / .png. INT8 needs a bundle: --bundle, or else the fixture weights
+(or --weights) converted at --imgsz by the real `yolo-edge-convert` (kept in --workdir).
 
 Nothing is downloaded: without --weights the model is built from yolo11n.yaml (untrained, which
 is fine for speed), every child runs with YOLO_OFFLINE=1. The export runs in a child process so
@@ -51,13 +57,14 @@ import onnxruntime as ort
 from agent.board import rss_mb
 from agent.bundle import load_bundle
 from agent.detector import load_detector
-from agent.inference import InferenceModel, default_threads
+from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.letterbox import Letterbox
 from agent.publisher import PublisherHealth
 from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 from benchmarks.fixture.video import write_shapes_video
+from benchmarks.machine import cpu_model
 from benchmarks.tables import Table, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,25 +140,6 @@ def paired_ratio(results: dict[str, list[RunResult]], top: str, bottom: str, att
 
 # ----------------------------------------------------------------------------------------------
 # Machine facts
-
-
-def cpu_model() -> str:
-    """x86 says 'model name'; a Raspberry Pi's cpuinfo has 'Model' (the board) and no model name."""
-    try:
-        fields = dict(
-            (k.strip(), v.strip())
-            for k, _, v in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
-            if v
-        )
-    except OSError:
-        fields = {}
-    return (
-        fields.get("model name")
-        or fields.get("Model")
-        or fields.get("Hardware")
-        or platform.processor()
-        or platform.machine()
-    )
 
 
 def machine_facts(threads: int) -> dict[str, str]:
@@ -317,11 +305,17 @@ def plan_frames(args: argparse.Namespace, models: Models) -> int:
     fixed = args.rounds * sum(STARTUP_ESTIMATE_S.get(name, 0.5) for name in contenders)
     # Agent rows run a little under bare speed; 1.15 covers that and the driver's own work.
     per_frame = 1.15 * args.rounds * len(contenders) / fps
-    estimate = fixed + per_frame * (args.frames + WARMUP_FRAMES)
-    progress(f"probe: {fps:.2f} fps bare; --frames {args.frames} would take about {estimate / 60:.1f} min")
+    progress(f"probe: {fps:.2f} fps bare")
+    return fit_budget(args, per_frame, fixed)
+
+
+def fit_budget(args: argparse.Namespace, per_frame_s: float, fixed_s: float) -> int:
+    """--frames, or as many as fit in --budget minutes at per_frame_s seconds per frame (all rounds) plus fixed_s."""
+    estimate = fixed_s + per_frame_s * (args.frames + WARMUP_FRAMES)
+    progress(f"--frames {args.frames} would take about {estimate / 60:.1f} min")
     if estimate <= args.budget * 60:
         return args.frames
-    frames = max(MIN_BUDGET_FRAMES, int((args.budget * 60 - fixed) / per_frame) - WARMUP_FRAMES)
+    frames = max(MIN_BUDGET_FRAMES, int((args.budget * 60 - fixed_s) / per_frame_s) - WARMUP_FRAMES)
     if frames < args.frames:
         progress(
             f"--budget {args.budget:g} min: timing {frames} frames per contender and round instead of "
@@ -394,10 +388,10 @@ def run_bare(model_path: Path, tensors: list[np.ndarray], frames: int, threads: 
     return RunResult(fps=frames / (time.perf_counter() - started))
 
 
-def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int) -> RunResult:
+def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int, precision: str = "fp32") -> RunResult:
     """AgentLoop as the CLI builds it, minus process start-up; fps between the end of the warm-up
     frames and the end of the last frame, from the loop's own on_frame callback."""
-    detector, _ = load_detector(model_path, "fp32", threads)
+    detector, _ = load_detector(model_path, precision, threads)
     settings = LoopSettings(stats_interval=3600.0, publish_empty=True, max_frames=frames + WARMUP_FRAMES)
     finished: list[float] = []
     stages: list[tuple[float, float, float, float]] = []
@@ -949,6 +943,264 @@ def write_markdown(path: Path, all_tables: list[Table], argv: list[str]) -> None
 
 
 # ----------------------------------------------------------------------------------------------
+# --stages: the agent's per-stage latency for each precision and thread count
+
+STAGE_NAMES = ("preprocess", "inference", "postprocess", "publish")
+STAGE_CALIB_IMAGES = 64
+STAGE_VAL_IMAGES = 16
+STAGE_LOAD_S = 1.5  # loading and verifying a bundle per configuration and round, for the budget
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    precision: str
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.precision}, {self.threads} thread{'s' if self.threads > 1 else ''}"
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    precisions = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not precisions or any(p not in ("fp32", "int8") for p in precisions):
+        raise argparse.ArgumentTypeError(f"wants fp32, int8 or fp32,int8; got {text!r}")
+    return precisions
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants comma-separated thread counts, got {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    return counts
+
+
+def stage_bundle(args: argparse.Namespace, workdir: Path) -> Path:
+    """--bundle, or the fixture weights (or --weights) converted at --imgsz by the real command.
+
+    Converted with --max-map-drop 100: this bundle only measures speed, and the agent refuses INT8 from
+    a bundle marked not deployable (the fixture, trained at 256, may lose more than a point at 640).
+    """
+    if args.bundle is not None:
+        return args.bundle
+    out = workdir / f"stages-bundle-{args.imgsz}"
+    if (out / "manifest.json").exists():
+        progress(f"reusing {out}")
+        return out
+    from benchmarks.converter_bench import FIXTURE_WEIGHTS, run_convert
+    from benchmarks.fixture.make_shapes import write_dataset
+
+    data_yaml = write_dataset(
+        workdir / "stages-shapes", splits={"train": (0, STAGE_CALIB_IMAGES), "val": (100_000, STAGE_VAL_IMAGES)}
+    )
+    options = ["--imgsz", args.imgsz, "--calib-size", STAGE_CALIB_IMAGES, "--val-size", STAGE_VAL_IMAGES]
+    options += ["--threads", args.threads, "--max-map-drop", 100, "--force"]
+    run_convert(args.weights or FIXTURE_WEIGHTS, out, data_yaml, [str(o) for o in options])
+    return out
+
+
+def plan_stage_frames(args: argparse.Namespace, fp32: Path, configs: list[StageConfig]) -> int:
+    if args.budget <= 0:
+        return args.frames
+    most = max(c.threads for c in configs)
+    fps = probe_fps(fp32, most)
+    # A CNN slows down about in proportion to fewer threads; INT8 is taken to run at FP32's speed.
+    per_frame = 1.15 * args.rounds * sum(most / c.threads for c in configs) / fps
+    progress(f"probe: {fps:.2f} fps bare FP32 at {most} threads")
+    return fit_budget(args, per_frame, args.rounds * len(configs) * STAGE_LOAD_S)
+
+
+def run_stage_rounds(
+    args: argparse.Namespace, bundle: Path, configs: list[StageConfig], video: Path
+) -> dict[StageConfig, list[RunResult]]:
+    results: dict[StageConfig, list[RunResult]] = {c: [] for c in configs}
+    for round_index in range(args.rounds):
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            progress(f"round {round_index + 1}/{args.rounds}: agent in-process, {config.name} ({args.frames} frames)")
+            result = run_agent_inprocess(bundle, video, args.frames, config.threads, config.precision)
+            results[config].append(result)
+            progress(f"    {result.fps:.2f} fps, inference {result.stage_ms['inference']:.1f} ms")
+    return results
+
+
+def stage_tables(
+    args: argparse.Namespace, input_hw: tuple[int, int], results: dict[StageConfig, list[RunResult]]
+) -> list[Table]:
+    size = f"{input_hw[0]}x{input_hw[1]}"
+    rows = []
+    for config, runs in results.items():
+        stages = [median([r.stage_ms[s] for r in runs]) for s in STAGE_NAMES]
+        totals = [sum(r.stage_ms[s] for s in STAGE_NAMES) for r in runs]
+        fps = [r.fps for r in runs]
+        inference = [r.stage_ms["inference"] for r in runs]
+        rows.append(
+            (
+                config.precision,
+                str(config.threads),
+                *(f"{v:.2f}" for v in stages),
+                f"{median(totals):.1f}",
+                f"{median(fps):.2f}",
+                fmt_rounds(inference, 1),
+            )
+        )
+    out = [
+        Table(
+            f"Agent stage times at {size} (agent in-process, AgentLoop's own StageTimings; median over "
+            f"{args.rounds} rounds of each round's median over {args.frames} frames, ms)",
+            (
+                "precision",
+                "threads",
+                *STAGE_NAMES,
+                "sum ms",
+                "loop fps",
+                "inference per round",
+            ),
+            tuple(rows),
+            (
+                "publish: building the payloads and handing them to a publisher that discards them (no network).",
+                "loop fps: frames between warm-up end and last frame, over that time; includes decoding the video.",
+            ),
+        )
+    ]
+    best = max(results, key=lambda c: median([r.fps for r in results[c]]))
+    headline = [
+        (
+            f"agent loop fps at {size}, fastest configuration ({best.name})",
+            "-",
+            f"{median([r.fps for r in results[best]]):.2f}",
+            "-",
+        )
+    ]
+    pairs = [(c, StageConfig("int8", c.threads)) for c in results if c.precision == "fp32"]
+    pairs = [(f, i) for f, i in pairs if i in results]
+    if pairs:
+        ratio_rows = []
+        for fp32, int8 in pairs:
+            speedups = [
+                f.stage_ms["inference"] / i.stage_ms["inference"]
+                for f, i in zip(results[fp32], results[int8], strict=True)
+            ]
+            fps_ratio = paired_ratio({"a": results[int8], "b": results[fp32]}, "a", "b")
+            headline.append(
+                (
+                    f"INT8 / FP32 inference speed-up in the agent at {size}, {fp32.threads} thread(s)",
+                    "-",
+                    f"{median(speedups):.2f}x",
+                    "-",
+                )
+            )
+            ratio_rows.append(
+                (
+                    str(fp32.threads),
+                    f"{median([r.stage_ms['inference'] for r in results[fp32]]):.1f}",
+                    f"{median([r.stage_ms['inference'] for r in results[int8]]):.1f}",
+                    f"{median(speedups):.2f}x",
+                    f"{fps_ratio:.2f}x" if fps_ratio is not None else "-",
+                )
+            )
+        out.append(
+            Table(
+                f"INT8 against FP32 at {size} (same bundle, frames and threads; medians of per-round ratios)",
+                (
+                    "threads",
+                    "FP32 inference ms",
+                    "INT8 inference ms",
+                    "INT8 inference speed-up",
+                    "INT8 / FP32 loop fps",
+                ),
+                tuple(ratio_rows),
+                (
+                    f"INT8 speed depends on the CPU's integer dot-product instructions (this one: {int8_support()}; "
+                    "a Pi 5 has them, a Pi 4 does not): read these ratios for this CPU only.",
+                ),
+            )
+        )
+    # report.py lifts every "Headline" table into REPORT.md's summary.
+    return [Table("Headline", ("figure", "wanted", "measured", "result"), tuple(headline)), *out]
+
+
+def int8_support() -> str:
+    if is_x86():
+        return f"x86 {'with' if cpu_has_vnni() else 'without'} VNNI"
+    return "ARM"
+
+
+def stage_plot(path: Path, results: dict[StageConfig, list[RunResult]], input_hw: tuple[int, int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(results)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(configs) + 1.8))
+    left = np.zeros(len(configs))
+    for stage in STAGE_NAMES:
+        values = np.array([median([r.stage_ms[stage] for r in results[c]]) for c in configs])
+        ax.barh(range(len(configs)), values, left=left, label=stage)
+        left += values
+    ax.set_yticks(range(len(configs)), [c.name for c in configs])
+    ax.invert_yaxis()
+    ax.set_xlabel("median ms per frame (stacked stages)")
+    ax.set_title(f"yolo-edge agent stage times at {input_hw[0]}x{input_hw[1]} ({cpu_model()})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def stages_main(args: argparse.Namespace, argv: list[str]) -> int:
+    threads = args.stage_threads or tuple(sorted({1, args.threads}))
+    configs = [StageConfig(p, t) for p in args.stages for t in threads]
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as temp:
+        workdir = args.workdir or Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        facts = machine_facts(max(threads))
+        facts["onnxruntime threads"] = ", ".join(map(str, threads))
+        bundle = stage_bundle(args, workdir)
+        loaded = load_bundle(bundle)
+        missing = [p for p in args.stages if p not in loaded.files]
+        if missing:
+            print(f"agent_bench: bundle {bundle} has no {', '.join(missing)} model", file=sys.stderr)
+            return 2
+        fp32 = bundle / loaded.files["fp32"].path
+        input_hw = InferenceModel(fp32, 1).info.input_hw
+        requested = args.frames
+        args.frames = plan_stage_frames(args, fp32, configs)
+        if args.frames != requested:
+            facts["frames"] = f"{args.frames} timed per configuration and round (cut from {requested} by --budget)"
+        video = prepare_video(workdir, args.frames + WARMUP_FRAMES)
+        results = run_stage_rounds(args, bundle, configs, video)
+    facts["model"] = f"bundle {bundle.name} ({loaded.model_name}, {'+'.join(sorted(loaded.files))})"
+    facts["video"] = f"{VIDEO_HW[1]}x{VIDEO_HW[0]} generated shapes video, {args.frames + WARMUP_FRAMES} frames"
+    facts["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    all_tables = [Table("Machine and set-up", ("fact", "value"), tuple(facts.items()))]
+    all_tables += stage_tables(args, input_hw, results)
+    for table in all_tables:
+        print(render_text(table))
+    stem = f"agent_stages_{input_hw[0]}"
+    png, md = args.out / f"{stem}.png", args.out / f"{stem}.md"
+    stage_plot(png, results, input_hw)
+    text = [
+        f"# Agent stage times at {input_hw[0]}x{input_hw[1]}",
+        "",
+        f"`python -m benchmarks.agent_bench {' '.join(argv)}`",
+        "",
+        "Configurations alternate within each round (the order rotates), on the same frames; absolute times "
+        "depend on the machine's load, the ratios compare configurations run side by side.",
+        "",
+        f"![agent stage times]({png.name})",
+        "",
+    ]
+    md.write_text("\n".join(text + [render_markdown(t) for t in all_tables]))
+    print(f"\nwrote {png} and {md}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -970,6 +1222,19 @@ def build_parser() -> argparse.ArgumentParser:
         "many minutes (default 5; 0 = never cut; the soak is not counted)",
     )
     parser.add_argument("--soak", type=int, default=0, metavar="N", help="also run the agent N frames for RSS drift")
+    parser.add_argument(
+        "--stages",
+        type=parse_precisions,
+        metavar="PRECISIONS",
+        help="only the per-stage latency of the agent in-process at these precisions (fp32,int8), for each "
+        "--stage-threads count; converts the fixture weights (or --weights) at --imgsz when no --bundle",
+    )
+    parser.add_argument(
+        "--stage-threads",
+        type=parse_counts,
+        metavar="N,N",
+        help="thread counts for --stages (default: 1 and --threads)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="PNG and markdown here")
     parser.add_argument(
         "--workdir",
@@ -990,6 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = args.threads or default_threads()
     os.environ["YOLO_OFFLINE"] = "1"
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.stages:
+        return stages_main(args, argv)
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as temp:
         workdir = args.workdir or Path(temp)
         workdir.mkdir(parents=True, exist_ok=True)

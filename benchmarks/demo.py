@@ -29,8 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 def start_local_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
-    sys.path.insert(0, str(ROOT))
-    from tests.broker import Broker
+    from benchmarks.mosquitto import Broker
 
     broker = Broker(workdir).start()
     return broker.process, broker.port

@@ -35,3 +35,8 @@ def render_markdown(table: Table) -> str:
     if table.notes:
         out += [""] + [f"- {note}" for note in table.notes]
     return "\n".join(out) + "\n"
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """How a report says it was made: `python -m module args`."""
+    return " ".join(["python", "-m", module, *argv])

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.agent.agent_process import Observer
 from tests.broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +19,20 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     running = Broker(tmp_path).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def observe() -> Iterator[Callable[..., Observer]]:
+    """Make observers that are closed at teardown, even when the test failed."""
+    made: list[Observer] = []
+
+    def make(broker: Broker, device_id: str, **kwargs: Any) -> Observer:
+        made.append(Observer(broker.host, broker.port, device_id, **kwargs))
+        return made[-1]
+
+    yield make
+    for observer in made:
+        observer.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -24,8 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.broker import Broker
+
 AGENT = (sys.executable, "-m", "agent.cli")
 PREFIX = "yolo-edge"
+LOOP_FPS = 8  # pace of looping runs: events keep coming, one core stays free
 
 
 def agent_env(state_dir: Path, **settings: object) -> dict[str, str]:
@@ -114,6 +118,30 @@ class AgentProcess:
             self.kill()
 
 
+def looping_agent(
+    tmp_path: Path,
+    broker: Broker,
+    device_id: str,
+    model: Path,
+    video: Path,
+    state_dir: Path | None = None,
+    name: str = "agent",
+    **settings: object,
+) -> AgentProcess:
+    """The agent on `video` played in a loop at LOOP_FPS, stats every second: it runs until stopped."""
+    args = [
+        "run",
+        "--source",
+        str(video),
+        "--loop",
+        "--model",
+        str(model),
+        *broker_args(broker.host, broker.port, device_id),
+    ]
+    env = agent_env(state_dir or tmp_path / "state", **({"source_fps": LOOP_FPS, "stats_interval": 1} | settings))
+    return AgentProcess(args, env, tmp_path, name)
+
+
 def run_agent(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run the agent to its end; its output as text."""
     try:
@@ -144,6 +172,9 @@ class Message:
 class Observer:
     """A separate MQTT client recording everything under `<prefix>/<device>/#` (and `also`) at QoS 1.
 
+    names: the topics below `<prefix>/<device>/` to subscribe to instead of all of them (a long run
+    need not receive a detections message per frame).
+
     It subscribes again on every connect, so it keeps watching across a broker restart (paho
     reconnects it about once a second); `subscriptions` counts the SUBACKs.
     """
@@ -157,9 +188,11 @@ class Observer:
         password: str | None = None,
         timeout: float = 5.0,
         also: tuple[str, ...] = (),
+        names: tuple[str, ...] = ("#",),
     ) -> None:
         self.topic_prefix = f"{PREFIX}/{device_id}"
         self.also = also
+        self.names = names
         self.messages: list[Message] = []
         self.subscriptions = 0
         self._changed = threading.Condition()
@@ -184,7 +217,8 @@ class Observer:
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         if not reason.is_failure:
-            client.subscribe([(f"{self.topic_prefix}/#", 1), *((topic, 1) for topic in self.also)])
+            topics = [f"{self.topic_prefix}/{name}" for name in self.names] + list(self.also)
+            client.subscribe([(topic, 1) for topic in topics])
 
     def _on_subscribe(self, *args: object) -> None:
         with self._changed:
@@ -261,6 +295,71 @@ def outbox_events(state_dir: Path) -> list[dict[str, Any]]:
     finally:
         db.close()
     return [json.loads(payload) for topic, payload in rows if topic.endswith("/events")]
+
+
+def open_presences(events: list[dict]) -> set[str]:
+    """Labels started and not yet ended."""
+    labels: set[str] = set()
+    for event in sorted(events, key=lambda e: e["seq"]):
+        if event["type"] == "start":
+            labels.add(event["label"])
+        elif event["type"] == "end":
+            labels.discard(event["label"])
+    return labels
+
+
+def distinct_events(messages: list[Message], *outages_began: float) -> list[dict]:
+    """Events by seq, checking no seq is given to two events and nothing goes out twice.
+
+    The one repeat QoS 1 allows: a message in flight when the broker stopped (it reached the observer,
+    its PUBACK never reached the agent), sent again after the reconnect, byte for byte.
+    outages_began: time.time() when each outage began.
+    """
+    first: dict[int, Message] = {}
+    for message in messages:
+        seq = message.json()["seq"]
+        if seq in first:
+            assert message.payload == first[seq].payload, f"seq {seq} was given to two different events"
+            straddles = any(first[seq].at < began <= message.at for began in outages_began)
+            assert straddles, f"seq {seq} came twice"
+        else:
+            first[seq] = message
+    assert list(first) == sorted(first), "events arrive in seq order"
+    return [first[seq].json() for seq in sorted(first)]
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+OBSERVER_USER, OBSERVER_PASSWORD = "observer", "secret"
+
+
+def start_gated_broker(workdir: Path) -> Broker:
+    """A broker where the observer has a password and the agent (anonymous) can be kept out for a while.
+
+    After a restart the observer must be subscribed before the agent replays its outbox (nothing
+    persists in the broker): a test restarts it with anonymous clients refused, subscribes the
+    observer (OBSERVER_USER, OBSERVER_PASSWORD), then lets the agent in (set_anonymous).
+    """
+    password_file = workdir / "passwd"
+    command = ["mosquitto_passwd", "-b", "-c", str(password_file), OBSERVER_USER, OBSERVER_PASSWORD]
+    subprocess.run(command, check=True, timeout=10)
+    # As root, mosquitto drops to user `mosquitto`, which cannot read pytest's 0700 directory.
+    config = f"password_file {password_file}\n" + ("user root\n" if os.geteuid() == 0 else "")
+    return Broker(workdir, extra_config=config, allow_anonymous=True).start()
+
+
+def set_anonymous(broker: Broker, allowed: bool) -> None:
+    """Let clients without a password in, or not; a running broker rereads its config on SIGHUP."""
+    text = re.sub(r"allow_anonymous \w+", f"allow_anonymous {str(allowed).lower()}", broker.config_path.read_text())
+    broker.config_path.write_text(text)
+    if broker.process is not None:
+        broker.process.send_signal(signal.SIGHUP)
 
 
 class MjpegServer:

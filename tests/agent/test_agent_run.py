@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,16 +28,24 @@ import numpy as np
 import pytest
 
 from tests.agent.agent_process import (
+    OBSERVER_PASSWORD,
+    OBSERVER_USER,
     AgentProcess,
     Message,
     MjpegServer,
     Observer,
     agent_env,
     broker_args,
+    distinct_events,
     iter_json_lines,
+    looping_agent,
+    open_presences,
     outbox_events,
     retained,
     run_agent,
+    set_anonymous,
+    start_gated_broker,
+    wait_until,
 )
 from tests.broker import Broker, free_port
 
@@ -49,7 +55,6 @@ STAGES = ("capture", "preprocess", "inference", "postprocess", "total")
 VIDEO_FRAMES = 90
 VIDEO_HW = (480, 640)
 FOLDER_INDICES = (0, 15, 30, 45, 60, 75)  # video frames written as JPEGs for the folder source
-LOOP_FPS = 8  # pace of looping runs: events keep coming, one core stays free
 MODEL_CONFIDENCE = 0.25  # the agent's default [model] confidence
 
 
@@ -71,20 +76,6 @@ def frames_folder(tmp_path_factory: pytest.TempPathFactory, sample_video: tuple[
         if index in FOLDER_INDICES:
             assert cv2.imwrite(str(folder / f"{index:03d}.jpg"), image)
     return folder
-
-
-@pytest.fixture
-def observe() -> Iterator[Callable[..., Observer]]:
-    """Make observers that are closed at teardown, even when the test failed."""
-    made: list[Observer] = []
-
-    def make(broker: Broker, device_id: str, **kwargs: Any) -> Observer:
-        made.append(Observer(broker.host, broker.port, device_id, **kwargs))
-        return made[-1]
-
-    yield make
-    for observer in made:
-        observer.close()
 
 
 def video_frames(path: Path) -> dict[int, np.ndarray]:
@@ -176,17 +167,6 @@ def check_events(
         assert not open_labels, f"a clean stop ends every open presence; still open: {open_labels}"
 
 
-def open_presences(events: list[dict]) -> set[str]:
-    """Labels started and not yet ended."""
-    labels: set[str] = set()
-    for event in sorted(events, key=lambda e: e["seq"]):
-        if event["type"] == "start":
-            labels.add(event["label"])
-        elif event["type"] == "end":
-            labels.discard(event["label"])
-    return labels
-
-
 def check_stats(body: dict, model: dict[str, str]) -> None:
     """One stats payload: fps, frame counters, per-stage p50/p95/max, rss, uptime, model, mqtt figures."""
     assert {"fps", "frames", "latency_ms", "rss_mb", "uptime_s", "model", "mqtt"} <= set(body), body
@@ -203,24 +183,6 @@ def check_stats(body: dict, model: dict[str, str]) -> None:
     mqtt = body["mqtt"]
     assert isinstance(mqtt["outbox_pending"], int) and mqtt["outbox_pending"] >= 0, mqtt
     assert isinstance(mqtt["reconnects"], int) and mqtt["reconnects"] >= 0, mqtt
-
-
-def distinct_events(messages: list[Message], outage_began: float | None = None) -> list[dict]:
-    """Events by seq, checking no seq is given to two events and nothing goes out twice.
-
-    The one repeat QoS 1 allows: a message in flight when the broker stopped (it reached the observer,
-    its PUBACK never reached the agent), sent again after the reconnect, byte for byte.
-    """
-    first: dict[int, Message] = {}
-    for message in messages:
-        seq = message.json()["seq"]
-        if seq in first:
-            assert message.payload == first[seq].payload, f"seq {seq} was given to two different events"
-            assert outage_began is not None and first[seq].at < outage_began <= message.at, f"seq {seq} came twice"
-        else:
-            first[seq] = message
-    assert list(first) == sorted(first), "events arrive in seq order"
-    return [first[seq].json() for seq in sorted(first)]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -371,30 +333,6 @@ def test_detections_match_the_video_truth(video_run: RecordedRun, sample_video: 
 # -- faults and stops ---------------------------------------------------------------------------
 
 
-def looping_agent(
-    tmp_path: Path,
-    broker: Broker,
-    device_id: str,
-    model: Path,
-    video: Path,
-    state_dir: Path | None = None,
-    name: str = "agent",
-    **settings: object,
-) -> AgentProcess:
-    """The agent on the sample video played in a loop at LOOP_FPS: it runs until stopped."""
-    args = [
-        "run",
-        "--source",
-        str(video),
-        "--loop",
-        "--model",
-        str(model),
-        *broker_args(broker.host, broker.port, device_id),
-    ]
-    env = agent_env(state_dir or tmp_path / "state", source_fps=LOOP_FPS, stats_interval=1, **settings)
-    return AgentProcess(args, env, tmp_path, name)
-
-
 @pytest.mark.fault
 def test_kill_9_leaves_offline_as_the_last_will(tmp_path, broker, observe, fixture_onnx, sample_video) -> None:
     observer = observe(broker, "e2e-will")
@@ -432,37 +370,11 @@ def test_sigterm_stops_within_5_s_and_ends_open_presences(
     assert kept["status"].payload == b"stopped" and json.loads(kept["stats"].payload) == final
 
 
-def set_anonymous(broker: Broker, allowed: bool) -> None:
-    """Let clients without a password in, or not; a running broker rereads its config on SIGHUP."""
-    text = re.sub(r"allow_anonymous \w+", f"allow_anonymous {str(allowed).lower()}", broker.config_path.read_text())
-    broker.config_path.write_text(text)
-    if broker.process is not None:
-        broker.process.send_signal(signal.SIGHUP)
-
-
 @pytest.fixture
 def gated_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker where the observer has a password and the agent (anonymous) can be kept out for a while.
-
-    After a restart the observer must be subscribed before the agent replays its outbox (nothing
-    persists in the broker): the test restarts it with anonymous clients refused, subscribes the
-    observer, then lets the agent in.
-    """
-    password_file = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), "observer", "secret"], check=True, timeout=10)
-    # As root, mosquitto drops to user `mosquitto`, which cannot read pytest's 0700 directory.
-    config = f"password_file {password_file}\n" + ("user root\n" if os.geteuid() == 0 else "")
-    running = Broker(tmp_path, extra_config=config, allow_anonymous=True).start()
+    running = start_gated_broker(tmp_path)
     yield running
     running.stop()
-
-
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.fault
@@ -471,7 +383,7 @@ def test_events_survive_a_broker_outage_in_order(
 ) -> None:
     broker = gated_broker
     state = tmp_path / "state"
-    observer = observe(broker, "e2e-outage", username="observer", password="secret")
+    observer = observe(broker, "e2e-outage", username=OBSERVER_USER, password=OBSERVER_PASSWORD)
     started = time.time()
     with looping_agent(
         tmp_path, broker, "e2e-outage", fixture_onnx, sample_video[0], state_dir=state, events_end_after=0.3

@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# Raspberry Pi check under emulation: does the agent install and run on the Pi's architecture?
+#
+#   benchmarks/pi/pi_check.sh                  # the check (what `make pi-check` runs)
+#   benchmarks/pi/pi_check.sh prepare          # downloads and installs only, no emulation
+#   benchmarks/pi/pi_check.sh probe 1.28.0 ... # import + run onnxruntime releases under each CPU
+#
+# 1. A Debian bookworm arm64 root (debootstrap --foreign, then the debs unpacked with dpkg -x: the
+#    second stage would need binfmt_misc, which containers often lack). Its Python 3.11 runs under
+#    qemu-aarch64-static -L ROOT, no binfmt_misc needed.
+# 2. The agent's aarch64 wheels, resolved by pip from the project's own wheel metadata (so from
+#    pyproject.toml's base dependencies), installed with pip --target into the root.
+# 3. `yolo-edge-agent run --dry-run` on the fixture bundle (converted here on x86), under
+#    -cpu cortex-a72 (Pi 4: no dot product) and cortex-a76 (Pi 5), FP32 and INT8, on two sources:
+#    the generated MJPG video, and the same frames as PNG already scaled to the model's input
+#    (identical model input on both sides; see sources.py). The detections must match the x86 run of the same command: same classes, boxes
+#    and confidences within the tolerances at TIGHT/LOOSE below; Pi 4 and Pi 5 must agree tightly.
+#    A run that crashes (SIGILL, SIGSEGV) or differs fails the check (exit 1).
+#
+# Timing under emulation says nothing about a Pi's speed; none is reported.
+# Everything is written under $PI_CHECK_CACHE (default ~/.cache/yolo-edge-pi), never into the repo.
+#
+# Settings (environment):
+#   PI_CHECK_CACHE        work and download directory
+#   PI_CHECK_CPUS         qemu CPU models (default "cortex-a72 cortex-a76")
+#   PI_CHECK_PRECISIONS   default "fp32 int8"
+#   PI_CHECK_SOURCES      default "video frames" (see benchmarks/pi/sources.py)
+#   PI_CHECK_FRAMES       frames per run (default 20)
+#   PI_CHECK_ONNXRUNTIME  onnxruntime version for the arm64 side (default: the newest pip resolves,
+#                         as on a Pi)
+#   PI_CHECK_EXACT_X86_INT8  auto (default): the x86 INT8 reference uses onnxruntime's exact kernels
+#                         on x86 without VNNI (see exact_int8_agent.py); always | never
+#   PI_CHECK_CPUINFO      "pi" (default): the guest sees a Pi's /proc/cpuinfo; "host": the host's
+#                         (reproduces the onnxruntime >= 1.28 crash under qemu 7.2, see write_cpuinfo)
+#   PI_CHECK_QEMU         qemu-aarch64 binary (default qemu-aarch64-static from apt)
+#   PI_CHECK_MIRROR       Debian mirror (default http://deb.debian.org/debian)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${PI_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-edge-pi}
+VENV=$REPO/.venv
+CPUS=${PI_CHECK_CPUS:-cortex-a72 cortex-a76}
+PRECISIONS=${PI_CHECK_PRECISIONS:-fp32 int8}
+SOURCES=${PI_CHECK_SOURCES:-video frames}
+FRAMES=${PI_CHECK_FRAMES:-20}
+ORT_PIN=${PI_CHECK_ONNXRUNTIME:-}
+QEMU=${PI_CHECK_QEMU:-qemu-aarch64-static}
+MIRROR=${PI_CHECK_MIRROR:-http://deb.debian.org/debian}
+WEIGHTS=$REPO/tests/assets/shapes_yolo11n.pt
+
+ROOT=$CACHE/root-bookworm-arm64
+WHEELS=$CACHE/wheels
+GUEST_PYTHON=$ROOT/usr/bin/python3.11
+# Raspberry Pi OS bookworm has glibc 2.36; PyPI's aarch64 wheels are manylinux_2_28 or older.
+PIP_TARGET_ARGS=(--platform manylinux_2_28_aarch64 --only-binary=:all: --python-version 3.11
+	--implementation cp --abi cp311)
+NICE=(nice -n 19)
+
+log() { printf '== %s\n' "$*" >&2; }
+die() {
+	printf 'pi-check: %s\n' "$*" >&2
+	exit 2
+}
+
+declare -a TIMINGS=()
+timed() { # NAME COMMAND...: run and remember how long it took
+	local name=$1 start=$SECONDS
+	shift
+	"$@"
+	TIMINGS+=("$(printf '%-44s %5d s' "$name" $((SECONDS - start)))")
+}
+
+need_tools() {
+	local missing=()
+	command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+	if [ -z "${PI_CHECK_QEMU:-}" ] && ! command -v qemu-aarch64-static >/dev/null; then
+		missing+=(qemu-user-static)
+	fi
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing with apt: ${missing[*]}"
+		local sudo=()
+		[ "$(id -u)" = 0 ] || sudo=(sudo)
+		"${sudo[@]}" apt-get update -qq
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+	fi
+	[ -x "$VENV/bin/yolo-edge-convert" ] || die "$VENV has no converter: run 'make venv' first"
+	[ "$(id -u)" = 0 ] || die "debootstrap needs root (run with sudo)"
+	if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+		log "binfmt_misc has qemu-aarch64 registered (not needed: qemu is called directly with -L)"
+	else
+		log "binfmt_misc: no qemu-aarch64 entry here; not needed, qemu is called directly with -L"
+	fi
+}
+
+build_root() {
+	if [ -f "$ROOT/.complete" ]; then
+		log "arm64 root: cached in $ROOT"
+		return
+	fi
+	log "arm64 root: debootstrap bookworm (first stage) into $ROOT"
+	rm -rf "$ROOT.tmp"
+	mkdir -p "$CACHE"
+	"${NICE[@]}" debootstrap --foreign --arch=arm64 --variant=minbase --include=python3 \
+		bookworm "$ROOT.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
+		die "debootstrap failed; see $CACHE/debootstrap.log"
+	# The second stage runs maintainer scripts inside the root, which needs binfmt_misc; unpacking
+	# every downloaded package gives a root that is complete enough to run Python.
+	local deb
+	for deb in "$ROOT.tmp"/var/cache/apt/archives/*.deb; do
+		"${NICE[@]}" dpkg -x "$deb" "$ROOT.tmp"
+	done
+	[ -x "$ROOT.tmp/usr/bin/python3.11" ] || die "the arm64 root has no python3.11"
+	touch "$ROOT.tmp/.complete"
+	mv "$ROOT.tmp" "$ROOT"
+}
+
+# qemu-user 7.2 (Debian bookworm) shows an aarch64 guest the host's x86 /proc/cpuinfo. The cpuinfo
+# library inside onnxruntime 1.28 and later then finds no ARM core description and dereferences
+# NULL while the module loads: `import onnxruntime` dies with SIGSEGV, on both CPU models. A Pi's
+# kernel describes its cores; qemu's -L prefix serves ROOT/proc/cpuinfo in place of the host's,
+# so the root gets what the Pi shows (Pi 4: BCM2711, Pi 5: BCM2712), one processor entry per
+# host CPU, as the host's /sys/devices/system/cpu says. PI_CHECK_CPUINFO=host leaves the host's.
+# qemu 8.2 and later emulate an ARM /proc/cpuinfo themselves (seen with 10.0) and ignore this file.
+write_cpuinfo() {
+	local cpu=$1 features variant part revision index
+	rm -f "$ROOT/proc/cpuinfo"
+	[ "${PI_CHECK_CPUINFO:-pi}" = host ] && return
+	case "$cpu" in
+	cortex-a72) features="fp asimd evtstrm crc32 cpuid" variant=0x0 part=0xd08 revision=3 ;;
+	cortex-a76)
+		features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+		variant=0x4 part=0xd0b revision=1
+		;;
+	*) return ;; # other models: the host's, as qemu gives it
+	esac
+	for ((index = 0; index < $(nproc --all); index++)); do
+		printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\n' "$index" "$features"
+		printf 'CPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' "$variant" "$part" "$revision"
+	done >"$ROOT/proc/cpuinfo"
+}
+
+# Run Python inside the root under qemu: guest CPU, then python arguments. Paths that do not
+# exist inside the root (the cache, the repo) are the host's, so they are passed as they are.
+guest() {
+	local cpu=$1 site=$2
+	shift 2
+	write_cpuinfo "$cpu"
+	env -i PATH=/usr/bin:/bin HOME="$CACHE/home" LANG=C.UTF-8 PYTHONNOUSERSITE=1 PYTHONPATH="$site" \
+		YOLO_EDGE_AGENT_STATE_DIR="$CACHE/state-arm64" \
+		"${NICE[@]}" "$QEMU" -cpu "$cpu" -L "$ROOT" "$GUEST_PYTHON" "$@"
+}
+
+# The project's wheel, built from a copy of the sources so nothing is written into the repo.
+build_project_wheel() {
+	local source
+	source=$(mktemp -d)
+	rm -rf "$WHEELS/project"
+	mkdir -p "$WHEELS/project"
+	cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/agent" "$REPO/converter" "$source/"
+	find "$source" -name __pycache__ -prune -exec rm -rf {} +
+	"${NICE[@]}" "$VENV/bin/python" -m pip wheel --quiet --no-deps --no-build-isolation \
+		--wheel-dir "$WHEELS/project" "$source" >/dev/null
+	rm -rf "$source"
+	PROJECT_WHEEL=$(echo "$WHEELS/project"/yolo_edge-*.whl)
+	[ -f "$PROJECT_WHEEL" ] || die "building the project wheel failed"
+}
+
+# Download (cached in $WHEELS/deps) the aarch64 wheels of REQUIREMENTS... and install them with
+# pip --target into SITE. The site is reinstalled only when the project's sources, the request or
+# the downloaded wheels changed: a fresh site costs the first emulated run its .pyc compilation.
+install_site() {
+	local site=$1 stamp
+	shift
+	mkdir -p "$WHEELS/deps"
+	"${NICE[@]}" "$VENV/bin/python" -m pip download --quiet --dest "$WHEELS/deps" "${PIP_TARGET_ARGS[@]}" "$@"
+	rm -f "$WHEELS/deps"/yolo_edge-*.whl # pip copies the local project wheel; it is rebuilt every run
+	stamp=$({
+		printf '%s\n' "${@##*/}"
+		ls "$WHEELS/deps"
+		cat "$REPO/pyproject.toml" "$REPO"/agent/*.py "$REPO"/converter/*.py
+	} | sha256sum | cut -c1-16)
+	if [ -f "$site/.stamp" ] && [ "$(cat "$site/.stamp")" = "$stamp" ]; then
+		return
+	fi
+	rm -rf "$site"
+	"${NICE[@]}" "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS/deps" \
+		--target "$site" "${PIP_TARGET_ARGS[@]}" "$@"
+	echo "$stamp" >"$site/.stamp"
+}
+
+ort_requirement() { # onnxruntime==VERSION when a version is pinned, else nothing
+	if [ -n "$1" ]; then printf 'onnxruntime==%s\n' "$1"; fi
+}
+
+site_versions() { # SITE: the versions pip installed there
+	local dist
+	for dist in onnxruntime numpy opencv_python_headless paho_mqtt; do
+		# shellcheck disable=SC2012 # one dist-info per package in a fresh --target dir
+		ls -d "$1/$dist"-*.dist-info 2>/dev/null | sed 's|.*/||; s|\.dist-info$||' | tr '\n' ' '
+	done
+}
+
+# The fixture bundle and video, rebuilt when the weights, the agent or the converter change.
+build_fixture() {
+	local key
+	key=$(cat "$WEIGHTS" "$REPO"/agent/*.py "$REPO"/converter/*.py | sha256sum | cut -c1-16)
+	FIXTURE=$CACHE/fixture/$key
+	BUNDLE=$FIXTURE/bundle
+	VIDEO=$FIXTURE/shapes-$FRAMES.avi
+	if [ ! -f "$BUNDLE/manifest.json" ]; then
+		log "fixture: dataset and bundle (x86 converter) into $FIXTURE"
+		rm -rf "$CACHE/fixture"
+		mkdir -p "$FIXTURE"
+		(cd "$REPO" && "${NICE[@]}" "$VENV/bin/python" -m benchmarks.fixture.make_shapes --out "$FIXTURE/shapes") >/dev/null
+		# Small calibration and validation sets: the check compares x86 with arm64 on one bundle,
+		# whatever its accuracy. --force keeps a bundle whose INT8 misses the accuracy bar.
+		local status=0
+		(cd "$FIXTURE" && "${NICE[@]}" "$VENV/bin/yolo-edge-convert" "$WEIGHTS" --out "$BUNDLE" \
+			--calib "$FIXTURE/shapes/data.yaml" --calib-size 32 --val-size 32 --force) \
+			>"$FIXTURE/convert.log" 2>&1 || status=$?
+		[ -f "$BUNDLE/manifest.json" ] || die "conversion failed (exit $status); see $FIXTURE/convert.log"
+	else
+		log "fixture: bundle cached in $BUNDLE"
+	fi
+	FOLDER=$FIXTURE/scaled-frames-$FRAMES
+	if [ ! -d "$FOLDER" ]; then
+		(cd "$REPO" && "${NICE[@]}" "$VENV/bin/python" -m benchmarks.pi.sources --bundle "$BUNDLE" \
+			--frames "$FRAMES" --video "$VIDEO" --folder "$FOLDER")
+	fi
+}
+
+source_path() { # video | frames
+	case "$1" in
+	video) echo "$VIDEO" ;;
+	frames) echo "$FOLDER" ;;
+	esac
+}
+
+agent_args() { # SOURCE PRECISION: the `run` arguments every run shares
+	printf '%s\n' run --source "$(source_path "$1")" --model "$BUNDLE" --precision "$2" --dry-run \
+		--max-frames "$FRAMES"
+}
+
+# How far the emulated detections may be from the reference (see compare_detections.py).
+#  - frames: the model sees identical input on both sides; measured: identical payloads (boxes
+#    and confidences to the 4 decimals the payload carries) for FP32 and INT8, on both CPUs. What
+#    is allowed is the payload's rounding.
+#  - video: x86 and aarch64 OpenCV decode MJPG and resize (INTER_LINEAR) to slightly different
+#    pixels (see sources.py); INT8 and FP32 boxes then move by up to 3.9 px (640x480 source) and
+#    confidences by up to 0.039 over the 20 fixture frames.
+TIGHT=(--box-tol-px 0.1 --conf-tol 0.001)
+LOOSE=(--box-tol-px 6 --conf-tol 0.05)
+tolerance() { # SOURCE
+	if [ "$1" = frames ]; then printf '%s\n' "${TIGHT[@]}"; else printf '%s\n' "${LOOSE[@]}"; fi
+}
+
+# The x86 reference is `yolo-edge-agent` itself, except for INT8 on an x86 CPU without VNNI, whose
+# fast INT8 kernel is inexact: there the agent runs with onnxruntime's exact kernels instead.
+x86_agent() { # PRECISION: the command
+	if [ "$1" = int8 ] && [ "${PI_CHECK_EXACT_X86_INT8:-auto}" != never ] &&
+		{ [ "${PI_CHECK_EXACT_X86_INT8:-auto}" = always ] || ! (cd "$REPO" && "$VENV/bin/python" -c \
+			'import sys; from agent.inference import cpu_has_vnni, is_x86; sys.exit(is_x86() and not cpu_has_vnni())'); }; then
+		printf '%s\n' "$VENV/bin/python" -m benchmarks.pi.exact_int8_agent
+	else
+		printf '%s\n' "$VENV/bin/yolo-edge-agent"
+	fi
+}
+
+run_x86() {
+	local source precision args command
+	for source in $SOURCES; do
+		for precision in $PRECISIONS; do
+			mapfile -t args < <(agent_args "$source" "$precision")
+			mapfile -t command < <(x86_agent "$precision")
+			[ "${command[0]}" = "$VENV/bin/yolo-edge-agent" ] ||
+				echo "note: the x86 $precision reference uses onnxruntime's exact INT8 kernels (x86 without VNNI, or PI_CHECK_EXACT_X86_INT8=always)" >>"$RUNS/notes"
+			(cd "$REPO" && YOLO_EDGE_AGENT_STATE_DIR="$CACHE/state-x86" "${NICE[@]}" "${command[@]}" "${args[@]}") \
+				>"$RUNS/$source-x86-$precision.jsonl" 2>"$RUNS/$source-x86-$precision.log" ||
+				die "the x86 run ($source, $precision) failed; see $RUNS/$source-x86-$precision.log"
+		done
+	done
+}
+
+compare() { # LABEL REFERENCE CANDIDATE TOLERANCE...: one verdict line (and details) into the summary
+	local label=$1 reference=$2 candidate=$3
+	shift 3
+	(cd "$REPO" && "$VENV/bin/python" -m benchmarks.pi.compare_detections --label "$label" "$@" \
+		"$reference" "$candidate") >>"$RUNS/summary" || true
+}
+
+# One emulated run, compared with the x86 run of the same command.
+run_emulated() {
+	local source=$1 cpu=$2 precision=$3 args status=0 tolerances
+	local name="$source $precision $cpu vs x86" out="$RUNS/$1-$2-$3"
+	mapfile -t args < <(agent_args "$source" "$precision")
+	guest "$cpu" "$SITE" "$SITE/bin/yolo-edge-agent" "${args[@]}" >"$out.jsonl" 2>"$out.log" || status=$?
+	if [ "$status" -ne 0 ]; then
+		local why=""
+		[ "$status" -eq 139 ] && why=" (SIGSEGV)"
+		[ "$status" -eq 132 ] && why=" (SIGILL)"
+		echo "$name: FAILED: exit code $status$why; see $out.log" >>"$RUNS/summary"
+		return
+	fi
+	mapfile -t tolerances < <(tolerance "$source")
+	compare "$name" "$RUNS/$source-x86-$precision.jsonl" "$out.jsonl" "${tolerances[@]}"
+}
+
+# Downloads and installs only, no emulation: the arm64 root and the agent's wheels in it.
+prepare() {
+	timed "tools" need_tools
+	timed "arm64 root (debootstrap)" build_root
+	timed "project wheel" build_project_wheel
+	SITE=$ROOT/opt/yolo-edge/site
+	local requirements
+	mapfile -t requirements < <(ort_requirement "$ORT_PIN")
+	log "arm64 wheels: pip download + install --target $SITE"
+	timed "arm64 wheels (download, install)" install_site "$SITE" "$PROJECT_WHEEL" "${requirements[@]}"
+	log "arm64 site: $(site_versions "$SITE")"
+}
+
+check() {
+	local total_start=$SECONDS source cpu precision first
+	prepare
+	timed "fixture (dataset, bundle, frames)" build_fixture
+	RUNS=$CACHE/runs
+	rm -rf "$RUNS"
+	mkdir -p "$RUNS" "$CACHE/home"
+	log "x86 reference runs ($SOURCES; $PRECISIONS)"
+	timed "x86 runs" run_x86
+	log "emulated: $(guest cortex-a72 "$SITE" -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])')"
+	for source in $SOURCES; do
+		for cpu in $CPUS; do
+			for precision in $PRECISIONS; do
+				log "emulated run: $source, -cpu $cpu, $precision"
+				timed "emulated run $source $cpu $precision" run_emulated "$source" "$cpu" "$precision"
+			done
+		done
+	done
+	# Pi 4 against Pi 5: same wheels, different kernels (the A76 has dot product and FP16).
+	first=${CPUS%% *}
+	for source in $SOURCES; do
+		for cpu in $CPUS; do
+			[ "$cpu" = "$first" ] && continue
+			for precision in $PRECISIONS; do
+				if [ -s "$RUNS/$source-$first-$precision.jsonl" ] && [ -s "$RUNS/$source-$cpu-$precision.jsonl" ]; then
+					compare "$source $precision $cpu vs $first" "$RUNS/$source-$first-$precision.jsonl" \
+						"$RUNS/$source-$cpu-$precision.jsonl" "${TIGHT[@]}"
+				fi
+			done
+		done
+	done
+	echo
+	echo "Raspberry Pi check under emulation ($("$QEMU" --version | head -1))"
+	echo "x86:     onnxruntime $("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)')"
+	echo "arm64:   $(site_versions "$SITE")"
+	echo "sources: video = $VIDEO (MJPG); frames = the same $FRAMES frames as model-sized PNG, $FOLDER"
+	echo "bundle:  $BUNDLE; outputs in $RUNS"
+	cat "$RUNS/summary"
+	if [ -f "$RUNS/notes" ]; then sort -u "$RUNS/notes"; fi
+	echo
+	echo "durations (emulation is no measure of a Pi's speed):"
+	printf '  %s\n' "${TIMINGS[@]}"
+	printf '  %-44s %5d s\n' "total" $((SECONDS - total_start))
+	if grep -E -q '^[^ ].*: (DIFFER|FAILED)' "$RUNS/summary"; then
+		echo "pi-check: FAILED"
+		return 1
+	fi
+	echo "pi-check: OK"
+}
+
+probe_verdict() { # STATUS LOG: one line
+	case "$1" in
+	0) echo "ok: $(grep -c 'output (' "$2") models ran; $(grep -o 'max score.*' "$2" | tr '\n' ' ')" ;;
+	132) echo "SIGILL (exit 132) at import" ;;
+	139) echo "SIGSEGV (exit 139)$(grep -q '_pybind_state.py' "$2" && echo ' at import')" ;;
+	*) echo "exit $1: $(grep -v 'pi_check.sh: line' "$2" | tail -1)" ;;
+	esac
+}
+
+# probe VERSION...: which onnxruntime releases import and run the fixture models under each CPU.
+probe() {
+	[ $# -gt 0 ] || die "usage: $0 probe ONNXRUNTIME_VERSION..."
+	need_tools
+	build_root
+	build_fixture
+	local version cpu status site
+	for version in "$@"; do
+		site=$ROOT/opt/yolo-edge/probe-ort-$version
+		install_site "$site" "onnxruntime==$version"
+		for cpu in $CPUS; do
+			status=0
+			guest "$cpu" "$site" -X faulthandler "$REPO/benchmarks/pi/ort_probe.py" \
+				"$BUNDLE/model.fp32.onnx" "$BUNDLE/model.int8.onnx" >"$CACHE/probe-$version-$cpu.log" 2>&1 || status=$?
+			printf 'onnxruntime %-8s -cpu %-11s %s\n' "$version" "$cpu" "$(probe_verdict "$status" "$CACHE/probe-$version-$cpu.log")"
+		done
+	done
+}
+
+case "${1:-check}" in
+check) check ;;
+prepare) prepare ;;
+probe)
+	shift
+	probe "$@"
+	;;
+*) die "usage: $0 [check | prepare | probe ONNXRUNTIME_VERSION...]" ;;
+esac

@@ -1,0 +1,339 @@
+"""Every input the agent takes from outside, fuzzed with hypothesis.
+
+The config file, its environment overrides and command-line values, and the payload of each
+command topic (`set`, `deploy`, `snapshot/request`, Home Assistant's `status`): whatever arrives
+ends in the module's own rejection with a one-line message (ConfigError, SettingsRejected,
+DeployRejected) or is ignored, never in any other exception. Examples are random on every run
+(no example database is written); the @example cases are the inputs that once crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from agent.commands import CommandInbox
+from agent.config import SECTIONS, AgentConfig, ConfigError, load_config
+from agent.deploy_request import DeployRejected, DeployRequest, parse_deploy
+from agent.discovery import DiscoveryAnnouncer
+from agent.remote_settings import KEYS as SET_KEYS
+from agent.remote_settings import SettingsChange, SettingsRejected, parse_settings
+
+pytestmark = pytest.mark.fault
+
+NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,  # the machine is shared: a slow example is not a failure
+    database=None,  # nothing written into the repository
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+CONFIG_KEYS = {section: [f.name for f in fields(cls) if f.name != "password"] for section, cls in SECTIONS.items()}
+# Values that once reached code paths the validators did not expect, and their neighbours.
+NASTY_TEXT = [
+    "",
+    " ",
+    "\n",
+    "a\nb",
+    "x\ry",
+    "\t",
+    "~",
+    "~nosuchuser-yolo",
+    "~nosuchuser-yolo/model.onnx",
+    "/",
+    ".",
+    "-1",
+    "0",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "9" * 400,
+    "0x10",
+    "1_000",
+    "true",
+    "YES",
+    "DEBUG",
+    "a=b,c",
+    "person=0.5,car",
+    "=",
+    ",",
+    "/dev/video0",
+    "rtsp://user:pw@cam/stream",
+    "é" * 3,
+    "\u2028",
+]
+HUGE_INTS = [10**400, -(10**400), 2**63, -(2**63) - 1, 2**64]
+
+
+def one_line(message: str) -> None:
+    """What every rejection must be: a non-empty message that a log or journal shows as a single line."""
+    assert message.strip(), "an empty error message"
+    assert "\n" not in message and "\r" not in message, f"not one line: {message!r}"
+
+
+# -- TOML documents ------------------------------------------------------------------------------------
+
+text = st.one_of(st.sampled_from(NASTY_TEXT), st.text(max_size=30))
+integers = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from(HUGE_INTS), st.integers(-5, 70000))
+floats = st.floats(allow_nan=True, allow_infinity=True)
+scalars = st.one_of(
+    st.booleans(), integers, floats, text, st.datetimes(), st.dates(), st.times(), st.integers(0, 65535)
+)
+toml_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(text, children, max_size=3)),
+    max_leaves=8,
+)
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped, the rest as is."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+@st.composite
+def config_documents(draw: st.DrawFn) -> str:
+    """A TOML file: mostly real sections and keys with values of any type, sometimes foreign ones."""
+    lines: list[str] = []
+    for section in draw(st.lists(st.sampled_from([*SECTIONS, "mqtt.tls", "extra"]) | text, max_size=4, unique=True)):
+        if draw(st.integers(0, 9)) == 0:  # a section that is not a table
+            lines.append(f"{toml_string(section)} = {toml_value(draw(toml_values))}")
+            continue
+        keys = st.sampled_from([*CONFIG_KEYS.get(section, ["x"]), "password"]) | text
+        table = draw(st.dictionaries(keys, toml_values, max_size=5))
+        lines.append(f"[{toml_string(section)}]")
+        lines += [f"{toml_string(key)} = {toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def loads_or_rejects(**kwargs: Any) -> AgentConfig | None:
+    """load_config(**kwargs): a config, or a ConfigError of one line; anything else fails the test."""
+    try:
+        config = load_config(**kwargs)
+    except ConfigError as error:
+        one_line(str(error))
+        return None
+    assert isinstance(config, AgentConfig)
+    return config
+
+
+@FUZZ
+@given(document=config_documents(), require_model=st.booleans())
+@example(document="[model]\nconfidence = 1" + "0" * 400 + "\n", require_model=False)
+@example(document='[model]\npath = "~nosuchuser-yolo/model.onnx"\n', require_model=True)
+@example(document='[model]\npath = "a\\nb.onnx"\n', require_model=True)
+@example(document='[mqtt]\n"host\\nname" = "x"\n', require_model=False)
+@example(document='["sec\\ntion"]\nx = 1\n', require_model=False)
+def test_config_file_is_loaded_or_rejected_in_one_line(tmp_path: Path, document: str, require_model: bool) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(document, encoding="utf-8")
+    loads_or_rejects(path=path, env={}, require_model=require_model)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
+@example(data=b"\xff\xfe[model]")
+@example(data=b"[model\n")
+def test_config_file_of_any_bytes_is_rejected_in_one_line(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(data)
+    loads_or_rejects(path=path, env={}, require_model=False)
+
+
+# What os.environ and argv can hold: anything but NUL, including lone surrogates (undecodable bytes).
+os_text = st.one_of(
+    st.sampled_from(NASTY_TEXT),
+    st.text(st.characters(exclude_characters="\0", exclude_categories=()), max_size=30),
+)
+env_names = st.one_of(
+    st.sampled_from([f"YOLO_EDGE_{s}_{k}".upper() for s, keys in CONFIG_KEYS.items() for k in keys]),
+    st.sampled_from(["YOLO_EDGE_MQTT_PASSWORD", "STATE_DIRECTORY", "HOME", "YOLO_EDGE_", "YOLO_EDGE_X"]),
+    os_text.map(lambda t: f"YOLO_EDGE_{t}"),
+)
+
+
+@FUZZ
+@given(env=st.dictionaries(env_names, os_text, max_size=6))
+@example(env={"YOLO_EDGE_AGENT_STATE_DIR": "~nosuchuser-yolo/state"})
+@example(env={"YOLO_EDGE_MQTT_HOST\nX": "x"})
+@example(env={"YOLO_EDGE_MODEL_CLASS_CONFIDENCE": "a=1=2"})
+def test_environment_overrides_are_loaded_or_rejected_in_one_line(env: dict[str, str]) -> None:
+    loads_or_rejects(path=None, env=env, require_model=False)
+
+
+# The command-line flags as argparse hands them over (agent/cli.py _overrides): text, ints, paths, True.
+override_values: dict[tuple[str, str], st.SearchStrategy[object]] = {
+    ("source", "uri"): os_text,
+    ("source", "loop"): st.sampled_from([True, None]),
+    ("model", "path"): os_text.map(Path),
+    ("model", "precision"): st.sampled_from(["auto", "int8", "fp32"]),
+    ("model", "threads"): integers,
+    ("mqtt", "host"): os_text,
+    ("mqtt", "port"): integers,
+    ("mqtt", "device_id"): os_text,
+}
+
+
+@FUZZ
+@given(overrides=st.fixed_dictionaries({}, optional=override_values), require_model=st.booleans())
+@example(overrides={("model", "path"): Path("~nosuchuser-yolo/m.onnx")}, require_model=True)
+def test_command_line_values_are_loaded_or_rejected_in_one_line(
+    overrides: dict[tuple[str, str], object], require_model: bool
+) -> None:
+    loads_or_rejects(path=None, env={}, overrides=overrides, require_model=require_model)
+
+
+# -- command payloads ----------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | integers | floats | text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+    max_leaves=10,
+)
+
+
+def json_bytes(value: object) -> bytes:
+    # allow_nan: Python's json writes NaN and Infinity, and json.loads reads them back.
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def payloads(keys: tuple[str, ...]) -> st.SearchStrategy[bytes]:
+    """Bytes of any kind, JSON of any shape, and objects with the topic's own keys holding any JSON."""
+    objects = st.dictionaries(st.sampled_from(keys) | text, json_values, max_size=len(keys) + 1)
+    return st.one_of(st.binary(max_size=100), json_values.map(json_bytes), objects.map(json_bytes))
+
+
+NESTED = [b"[" * depth + b"]" * depth for depth in (500, 990, 1000, 5000)]
+
+
+@FUZZ
+@given(payload=payloads(SET_KEYS))
+@example(payload=b'{"confidence": 1' + b"0" * 400 + b"}")
+@example(payload=b'{"max_fps": 1' + b"0" * 400 + b"}")
+@example(payload=b'{"class_confidence": {"circle": 1' + b"0" * 400 + b"}}")
+@example(payload=b'{"confidence": ' + NESTED[1] + b"}")
+@example(payload=b'{"confidence": NaN, "iou": Infinity}')
+@example(payload=NESTED[3])
+def test_set_payloads_change_settings_or_are_rejected_in_one_line(payload: bytes) -> None:
+    try:
+        change = parse_settings(payload, NAMES)
+    except SettingsRejected as rejected:
+        one_line(str(rejected))
+        assert all(isinstance(key, str) for key in rejected.keys)
+    else:
+        assert isinstance(change, SettingsChange) and set(change.values) <= set(SET_KEYS)
+
+
+@FUZZ
+@given(payload=payloads(SET_KEYS))
+@example(payload=b'{"confidence": 1' + b"0" * 400 + b"}")
+def test_set_topic_handler_queues_or_replies_and_never_raises(payload: bytes) -> None:
+    """CommandInbox.on_set is what paho calls: a rejection is one `set/result` reply with ok false."""
+    replies: list[bytes] = []
+    inbox = CommandInbox(NAMES, replies.append)
+    inbox.on_set(payload)
+    queued = inbox.take_changes()
+    assert len(queued) + len(replies) == 1, "every `set` is either queued or answered, exactly once"
+    for reply in replies:
+        body = json.loads(reply)
+        assert body["ok"] is False
+        one_line(body["error"])
+
+
+@FUZZ
+@given(payload=payloads(("url", "sha256")), allow_http=st.booleans())
+@example(payload=b'{"url": "https://[::1/x", "sha256": "' + b"a" * 64 + b'"}', allow_http=False)
+@example(payload=b'{"url": "http://h:99999/x", "sha256": "' + b"a" * 64 + b'"}', allow_http=True)
+@example(payload=b'{"url": "https://h/\nx", "sha256": "' + b"A" * 64 + b'"}', allow_http=False)
+@example(payload=b'{"url": 1' + b"0" * 400 + b', "sha256": 5}', allow_http=False)
+@example(payload=b'{"url": ' + NESTED[1] + b"}", allow_http=False)
+@example(payload=NESTED[3], allow_http=False)
+def test_deploy_payloads_are_requests_or_rejected_in_one_line(payload: bytes, allow_http: bool) -> None:
+    try:
+        request = parse_deploy(payload, allow_http)
+    except DeployRejected as rejected:
+        one_line(str(rejected))
+    else:
+        assert isinstance(request, DeployRequest) and len(request.sha256) == 64
+        one_line(request.shown_url)
+
+
+@FUZZ
+@given(url=st.text(max_size=60) | st.sampled_from(["https://", "https://h", "http://[", "https://h:x/"]))
+def test_deploy_urls_are_requests_or_rejected_in_one_line(url: str) -> None:
+    """The url field on its own: the part of a deploy command with the most structure to get wrong."""
+    payload = json.dumps({"url": url, "sha256": "0" * 64}).encode()
+    try:
+        parse_deploy(payload, allow_http=True)
+    except DeployRejected as rejected:
+        one_line(str(rejected))
+
+
+@FUZZ
+@given(payload=st.binary(max_size=100) | json_values.map(json_bytes))
+def test_snapshot_request_of_any_payload_asks_for_one_snapshot(payload: bytes) -> None:
+    inbox = CommandInbox(NAMES, lambda reply: None)
+    inbox.on_snapshot_request(payload)
+    assert inbox.take_snapshot_request() is True
+    assert inbox.take_snapshot_request() is False
+
+
+@settings(FUZZ, max_examples=100)  # each example that must not announce waits 20 ms
+@given(payload=st.binary(max_size=40) | st.sampled_from([b"online", b" online\n", b"offline", b"ONLINE", b""]))
+def test_home_assistant_status_of_any_payload_announces_only_on_online(payload: bytes) -> None:
+    sent = threading.Event()
+    announcer = DiscoveryAnnouncer(lambda topic, body: sent.set(), "homeassistant/device/x/config", b"{}", 0.0)
+    try:
+        announcer.on_ha_status(payload)
+        expected = payload.strip() == b"online"
+        # The re-announcement runs on a timer thread (after 0 s here); a wrong one would come as fast.
+        assert sent.wait(2.0 if expected else 0.02) == expected
+    finally:
+        announcer.close()
+
+
+def test_fuzzing_reaches_both_outcomes() -> None:
+    """The strategies above are not all rejections: valid inputs of every kind exist among them."""
+    accepted: list[Callable[[], object]] = [
+        lambda: parse_settings(b'{"confidence": 0.5, "classes": ["circle"], "max_fps": 2}', NAMES),
+        lambda: parse_deploy(json.dumps({"url": "https://h/b.tar.gz", "sha256": "ab" * 32}).encode(), False),
+        lambda: load_config(None, env={"YOLO_EDGE_MQTT_PORT": "1884"}, require_model=False),
+    ]
+    for accept in accepted:
+        accept()

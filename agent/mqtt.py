@@ -121,7 +121,7 @@ def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
 
 def _no_delay(_client: mqtt.Client, _userdata: object, sock: Any) -> None:
     """Send each publish at once: with Nagle on, an event queued behind a frame's detections waited
-    for a delayed ACK, about 40 ms (benchmarks/broker_load.py measured p99 88 ms, 7 ms without)."""
+    for a delayed ACK, about 40 ms (benchmarks/broker_load.py measured events p99 88 ms, 10 ms without)."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

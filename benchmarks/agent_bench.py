@@ -65,7 +65,7 @@ from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.machine import cpu_model
-from benchmarks.tables import Table, render_markdown, render_text
+from benchmarks.tables import Table, progress, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -96,10 +96,6 @@ TARGET_AUTO_VS_ULTRA_FPS = 1.3
 TARGET_STARTUP_S = 2.0
 TARGET_DRIFT_MB_PER_10K = 5.0
 TARGET_SOAK_RSS_MB = 200.0
-
-
-def progress(message: str) -> None:
-    print(f".. {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ from agent.publisher import PublisherHealth
 from agent.runner import AgentLoop, LoopSettings
 from benchmarks.machine import cpu_model, load_average, logical_cpus
 from benchmarks.mosquitto import Broker, mosquitto_binary
-from benchmarks.tables import Table, command_line, render_markdown, render_text
+from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "yolo-edge"
@@ -88,10 +88,6 @@ STATS_INTERVAL_S = 10.0  # the agent's defaults ([stats] interval, [events] end_
 END_AFTER_S = 5.0
 TIMED_KINDS = ("detections", "events", "presence", "stats")
 KIND_ORDER = ("detections", "events", "presence", "stats", "status")
-
-
-def progress(message: str) -> None:
-    print(f".. {message}", file=sys.stderr, flush=True)
 
 
 def plural(count: int, one: str, many: str) -> str:

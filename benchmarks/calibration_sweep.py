@@ -24,7 +24,7 @@ from pathlib import Path
 from agent.inference import default_threads
 from benchmarks.converter_bench import FIXTURE_WEIGHTS, TARGET_MAP_DROP, run_convert
 from benchmarks.fixture.make_shapes import SPLITS, write_dataset
-from benchmarks.tables import Table, command_line, render_markdown, render_text
+from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (8, 32, 128, 512)
@@ -32,10 +32,6 @@ DEFAULT_SIZES = (8, 32, 128, 512)
 # and below the val split's start, so no calibration image is ever a validation image.
 REPEAT_STRIDE = 10_000
 VAL_START = SPLITS["val"][0]
-
-
-def progress(message: str) -> None:
-    print(f".. {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

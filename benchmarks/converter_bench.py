@@ -37,7 +37,7 @@ from agent.bundle import load_bundle, verify_model_file
 from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
-from benchmarks.tables import Table, render_markdown, render_text
+from benchmarks.tables import Table, progress, render_markdown, render_text
 from converter.images import SkipCounter, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,10 +50,6 @@ AIM_MAP_DROP = 0.5
 TARGET_SPEEDUP = 1.5
 TARGET_SIZE_RATIO = 0.3
 TARGET_CONVERT_S = 180.0
-
-
-def progress(message: str) -> None:
-    print(f".. {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 
@@ -40,3 +41,8 @@ def render_markdown(table: Table) -> str:
 def command_line(module: str, argv: list[str]) -> str:
     """How a report says it was made: `python -m module args`."""
     return " ".join(["python", "-m", module, *argv])
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so the tables on stdout stay clean to pipe."""
+    print(f".. {message}", file=sys.stderr, flush=True)

@@ -363,10 +363,28 @@ def set_anonymous(broker: Broker, allowed: bool) -> None:
 
 
 class MjpegServer:
-    """multipart/x-mixed-replace stream of the given JPEG frames, over and over, on 127.0.0.1."""
+    """multipart/x-mixed-replace stream of the given JPEG frames, over and over, on 127.0.0.1.
+
+    mode, switched by the test at any time: `good`, `corrupt` (a JPEG header, then noise) or `stall`
+    (connected, sending nothing). stop() and start() again keep the port, as a camera rebooting would.
+    """
 
     def __init__(self, jpegs: list[bytes], fps: float = 10.0) -> None:
-        stopping = self._stopping = threading.Event()
+        self.jpegs = jpegs
+        self.fps = fps
+        self.mode = "good"
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> MjpegServer:
+        stream = self
+        self._stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 2.0  # a client that stops reading cannot hold a handler thread forever
@@ -380,26 +398,34 @@ class MjpegServer:
                 self.end_headers()
                 count = 0
                 try:
-                    while not stopping.is_set():
-                        jpeg = jpegs[count % len(jpegs)]
+                    while not stream._stopping.wait(1.0 / stream.fps):
+                        if stream.mode == "stall":
+                            continue
+                        jpeg = stream.jpegs[count % len(stream.jpegs)]
+                        if stream.mode == "corrupt":
+                            jpeg = jpeg[:20] + bytes(reversed(jpeg[20:]))
                         head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                         self.wfile.write(head.encode() + jpeg + b"\r\n")
                         count += 1
-                        stopping.wait(1.0 / fps)
                 except OSError:
                     pass  # the client went away
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = False  # server_close() joins the handlers: nothing outlives stop()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
+        self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+        return self
 
     def stop(self) -> None:
+        if self._server is None:
+            return
         self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(2.0)
+        assert self._thread is not None
+        self._thread.join(5.0)
+        self._server = None
 
 
 def iter_json_lines(text: str) -> Iterator[dict[str, Any]]:

@@ -627,7 +627,7 @@ def test_image_folder_source(tmp_path, broker, fixture_onnx, frames_folder, mode
 
 def test_mjpeg_http_stream_source(tmp_path, broker, fixture_onnx, sample_video, model_identity) -> None:
     frames = video_frames(sample_video[0])
-    server = MjpegServer([cv2.imencode(".jpg", frames[i])[1].tobytes() for i in range(30, 40)], fps=10)
+    server = MjpegServer([cv2.imencode(".jpg", frames[i])[1].tobytes() for i in range(30, 40)], fps=10).start()
     try:
         args = ["run", "--source", server.url, "--model", str(fixture_onnx), "--max-frames", "8"]
         run = record_run(broker, "e2e-stream", args, agent_env(tmp_path / "state"), tmp_path)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from agent.sources import MAX_INVALID_IN_A_ROW, FrameSource
 from tests.agent.agent_process import (
     PREFIX,
     AgentProcess,
+    MjpegServer,
     Observer,
     agent_env,
     broker_args,
@@ -325,68 +325,6 @@ def test_a_misbehaving_camera_never_stops_the_loop_and_is_reported(rig: Rig, cap
 # -- the agent process on a network camera that misbehaves ----------------------------------------
 
 
-class FlakyMjpegServer:
-    """An MJPEG camera on 127.0.0.1 that the test switches between `good`, `corrupt` (bytes that are not
-    JPEG) and `stall` (connected, sending nothing); stop() and start() again keep the port."""
-
-    def __init__(self, jpegs: list[bytes]) -> None:
-        self.jpegs = jpegs
-        self.mode = "good"
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def start(self) -> FlakyMjpegServer:
-        server_side = self
-        self._stopping.clear()
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 2.0
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                count = 0
-                try:
-                    while not server_side._stopping.wait(0.1):
-                        if server_side.mode == "stall":
-                            continue
-                        jpeg = server_side.jpegs[count % len(server_side.jpegs)]
-                        if server_side.mode == "corrupt":
-                            jpeg = jpeg[:20] + bytes(reversed(jpeg[20:]))  # a JPEG header, then noise
-                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        self.wfile.write(head.encode() + jpeg + b"\r\n")
-                        count += 1
-                except OSError:
-                    pass  # the client went away
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = False  # server_close() joins the handlers
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(5)
-        self._server = None
-
-
 @pytest.mark.fault
 def test_the_agent_rides_out_a_network_camera_that_sends_junk_stalls_and_goes_away(
     tmp_path: Path,
@@ -398,7 +336,7 @@ def test_the_agent_rides_out_a_network_camera_that_sends_junk_stalls_and_goes_aw
     capture = cv2.VideoCapture(str(sample_video[0]))
     jpegs = [cv2.imencode(".jpg", capture.read()[1])[1].tobytes() for _ in range(10)]
     capture.release()
-    server = FlakyMjpegServer(jpegs).start()
+    server = MjpegServer(jpegs).start()
     observer = observe(broker, "fault-stream")
     args = [
         "run",

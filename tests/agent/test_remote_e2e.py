@@ -23,7 +23,7 @@ from paho.mqtt import publish
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.discovery import DiscoveryDevice
-from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, run_agent
+from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, open_presences, run_agent
 from tests.agent.test_discovery import check_discovery, render
 from tests.broker import Broker
 
@@ -98,17 +98,6 @@ def retained_on(broker: Broker, topic: str, wait: float = 1.0) -> Message | None
 
 def after(messages: list[Message], moment: float) -> list[Message]:
     return [m for m in messages if m.at >= moment]
-
-
-def open_labels(events: list[dict[str, Any]]) -> set[str]:
-    """Labels started and not yet ended."""
-    labels: set[str] = set()
-    for event in sorted(events, key=lambda e: e["seq"]):
-        if event["type"] == "start":
-            labels.add(event["label"])
-        elif event["type"] == "end":
-            labels.discard(event["label"])
-    return labels
 
 
 def decoded_snapshot(message: Message) -> np.ndarray:
@@ -280,7 +269,7 @@ def test_snapshot_on_request(running: Running) -> None:
     observer = running.observer
     # Confidence 1.0: nothing is detected, so no presence starts and only the request makes a snapshot.
     settings_changed(running, {"confidence": 1.0})
-    observer.wait_for("every presence ended", lambda: not open_labels(observer.json("events")), 5)
+    observer.wait_for("every presence ended", lambda: not open_presences(observer.json("events")), 5)
     time.sleep(0.5)
     count = len(observer.on("snapshot"))
     asked = send(running.broker, f"{TOPICS}/snapshot/request", b"")

@@ -289,6 +289,8 @@ class Deployer:
             worker = self._worker
         if worker is not None:
             worker.join(CLOSE_WAIT_S)
+            # A download blocked in a read notices the cancel only at its timeout: its partial file goes now.
+            self._remove_leftovers()
         if busy is not None:
             reason = "the agent stopped during the deployment; send deploy again"
             log.warning("deploy of %s: %s", busy.sha256[:16], reason)

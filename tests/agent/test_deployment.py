@@ -336,14 +336,19 @@ def test_a_second_deploy_while_one_runs_is_refused_as_busy(deployment: Deploymen
         time.sleep(0.02)
 
 
-def test_stopping_during_a_download_reports_it(deployment: Deployment) -> None:
+def test_stopping_during_a_download_reports_it(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.agent.deploy_helpers import Route
+
+    monkeypatch.setattr("agent.deployment.CLOSE_WAIT_S", 0.2)  # shorter than the download's 2 s read timeout
 
     gate = threading.Event()
     url = deployment.files.add("/stuck.tar.gz", Route(bytes(100_000), gate=gate))
     deployment.deployer.on_deploy(json.dumps({"url": url, "sha256": "0" * 64}).encode())
-    while not deployment.states:
+    deadline = time.monotonic() + 5
+    while not [p for p in (deployment.state / "bundles").glob(".partial-*") if p.stat().st_size >= 50_000]:
+        assert time.monotonic() < deadline, "the first half of the archive never arrived"
         time.sleep(0.01)
+    # The download now waits in a read for the second half, so it cannot notice the stop itself.
     deployment.stop.set()
     deployment.thread.join(5)
     deployment.deployer.close()

@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The agent's tests talk to a real broker; the systemd tests verify the unit with systemd-analyze and
-# lint the install script with shellcheck. Install from apt whatever of these is missing.
-APT_TOOLS := mosquitto:mosquitto mosquitto_sub:mosquitto-clients systemd-analyze:systemd shellcheck:shellcheck
+# lint the install script with shellcheck; the TLS tests make certificates with openssl. Install from apt
+# whatever of these is missing.
+APT_TOOLS := mosquitto:mosquitto mosquitto_sub:mosquitto-clients systemd-analyze:systemd shellcheck:shellcheck openssl:openssl
 mosquitto:
 	@missing=""; for pair in $(APT_TOOLS); do \
 		tool=$${pair%%:*}; package=$${pair##*:}; \

@@ -19,6 +19,8 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -112,11 +114,52 @@ def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
-        client.tls_set(ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key))
+        try:
+            client.tls_set(
+                ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key)
+            )
+        except (ssl.SSLError, OSError, ValueError) as error:
+            files = ", ".join(f"{k} {v}" for k, v in _tls_files(settings).items())
+            raise ConnectionError(
+                f"cannot load the TLS files ({files}): {error}; they must be PEM files (a CA certificate, "
+                "and a client certificate with its unencrypted key)"
+            ) from error
         if settings.tls_insecure:
             client.tls_insecure_set(True)
     client.on_socket_open = _no_delay
     return client
+
+
+def _tls_files(settings: MqttSettings) -> dict[str, Path]:
+    named = {"[mqtt] tls_ca": settings.tls_ca, "[mqtt] tls_cert": settings.tls_cert, "[mqtt] tls_key": settings.tls_key}
+    return {key: path for key, path in named.items() if path is not None}
+
+
+def describe_connect_error(error: BaseException | None, settings: MqttSettings) -> str:
+    """Why a connection attempt failed, with what to change when it is the TLS set-up."""
+    if error is None:
+        return "no reason given"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        hint = (
+            f"check that [mqtt] tls_ca {settings.tls_ca} is the CA that signed the broker's certificate"
+            if "hostname" not in str(error).lower() and "ip address mismatch" not in str(error).lower()
+            else f"connect by a name the broker's certificate holds (now [mqtt] host {settings.host}), "
+            "or set tls_insecure = true (testing only)"
+        )
+        return f"TLS: the broker's certificate was rejected ({error.verify_message}); {hint}"
+    if isinstance(error, ssl.SSLError):
+        if not settings.tls:
+            return f"TLS: {error}"
+        return f"TLS: {error}; does the broker expect TLS on port {settings.port}, and a client certificate?"
+    return f"{error or type(error).__name__}{closed_early_hint(settings)}"
+
+
+def closed_early_hint(settings: MqttSettings) -> str:
+    """What to check when the broker hangs up before answering CONNECT: with TLS 1.3 a missing client
+    certificate shows only then, as the broker's alert after the handshake seemed to succeed."""
+    if settings.tls and settings.tls_cert is None:
+        return "; if the broker requires a client certificate, set [mqtt] tls_cert and tls_key"
+    return ""
 
 
 def _no_delay(_client: mqtt.Client, _userdata: object, sock: Any) -> None:
@@ -144,12 +187,14 @@ def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> None:
         while not answers and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
             rc = client.loop(timeout=0.1)
     except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
-        raise ConnectionError(f"cannot connect to {where}: {error}") from error
+        raise ConnectionError(f"cannot connect to {where}: {describe_connect_error(error, settings)}") from error
     finally:
         # Without a network thread paho writes the DISCONNECT at once and closes the socket.
         client.disconnect()
     if not answers and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-        raise ConnectionError(f"{where} closed the connection before answering: {mqtt.error_string(rc)}")
+        raise ConnectionError(
+            f"{where} closed the connection before answering: {mqtt.error_string(rc)}{closed_early_hint(settings)}"
+        )
     if not answers:
         raise ConnectionError(f"{where} did not answer within {timeout_s:g} s")
     if answers[0].is_failure:
@@ -472,13 +517,16 @@ class MqttPublisher:
         self._acked.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError`, so the exception in flight is the reason.
+        reason = describe_connect_error(sys.exc_info()[1], self.settings)
         with self._lock:
             first, self._unreachable = not self._unreachable, True
         if first:
             log.warning(
-                "cannot reach %s:%d; retrying every %g s at most",
+                "cannot reach %s:%d: %s; retrying every %g s at most",
                 self.settings.host,
                 self.settings.port,
+                reason,
                 max(1, math.ceil(self.settings.reconnect_max_s)),
             )
 
@@ -491,11 +539,26 @@ class MqttPublisher:
         self._remove_acked()
         self._disconnected.set()
         if not was_connected:
-            return  # a refused or failed attempt, already logged once
+            self._closed_before_connack(closing, reason)
+            return
         if closing:
             log.info("disconnected from %s:%d", self.settings.host, self.settings.port)
         else:
             log.warning("disconnected from %s:%d: %s; reconnecting", self.settings.host, self.settings.port, reason)
+
+    def _closed_before_connack(self, closing: bool, reason: ReasonCode) -> None:
+        """A failed attempt: say why once per failure streak unless a refusal or connect error already did."""
+        with self._lock:
+            first = not (closing or self._refused or self._unreachable)
+            self._unreachable = True
+        if first:
+            log.warning(
+                "cannot reach %s:%d: it closed the connection before accepting it (%s)%s; retrying",
+                self.settings.host,
+                self.settings.port,
+                reason,
+                closed_early_hint(self.settings),
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import pytest
 from agent.capture import to_bgr
 from agent.frames import Frame
 from agent.sources import FrameSource, SourceError, open_source
+from tests.agent.agent_process import MjpegServer
 
 H, W = 48, 64
 LEVELS = [10 * i + 20 for i in range(12)]  # one gray level per frame, far enough apart to survive JPEG
@@ -76,66 +76,10 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-class MjpegServer:
-    """multipart/x-mixed-replace JPEG stream on 127.0.0.1 that can be stopped and restarted on its port."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def start(self) -> MjpegServer:
-        stopping = self._stopping
-        stopping.clear()
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 2.0  # a client that stops reading cannot hold a handler thread forever
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                count = 0
-                try:
-                    while not stopping.is_set():
-                        jpeg = cv2.imencode(".jpg", gray(LEVELS[count % len(LEVELS)]))[1].tobytes()
-                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        self.wfile.write(head.encode() + jpeg + b"\r\n")
-                        count += 1
-                        stopping.wait(0.04)
-                except OSError:
-                    pass  # the client went away
-
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = False  # so server_close() joins the handlers: nothing outlives stop()
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(2.0)
-        self._server = None
-
-
 @pytest.fixture
 def mjpeg_server() -> Iterator[MjpegServer]:
-    server = MjpegServer().start()
+    # 25 fps of gray frames, the levels in turn; stop() and start() again keep the port
+    server = MjpegServer([cv2.imencode(".jpg", gray(level))[1].tobytes() for level in LEVELS], fps=25).start()
     yield server
     server.stop()
 

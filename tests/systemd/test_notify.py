@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from agent.notify import SystemdNotifier
-from tests.systemd.stream import StallingMjpegServer
+from tests.agent.agent_process import MjpegServer
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "yolo-edge-agent.service"
@@ -132,8 +134,12 @@ class Agent:
 
 
 @pytest.fixture
-def stream() -> Iterator[StallingMjpegServer]:
-    server = StallingMjpegServer(paused=True).start()
+def stream() -> Iterator[MjpegServer]:
+    # A stalled camera keeps the connection open and sends nothing: a read that blocks, unlike a
+    # stopped server, which refuses at once.
+    server = MjpegServer([cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()], fps=25)
+    server.mode = "stall"
+    server.start()
     yield server
     server.stop()
 
@@ -155,7 +161,7 @@ def abstract_listener() -> Iterator[tuple[NotifyListener, str]]:
 
 
 def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sigterm(
-    fixture_onnx: Path, stream: StallingMjpegServer, path_listener: tuple[NotifyListener, str]
+    fixture_onnx: Path, stream: MjpegServer, path_listener: tuple[NotifyListener, str]
 ) -> None:
     listener, address = path_listener
     agent = Agent(fixture_onnx, stream.url, address)
@@ -166,7 +172,7 @@ def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sig
         assert listener.times("READY=1") == [], "READY=1 before the first frame"
         assert listener.times("WATCHDOG=1") == [], "a watchdog ping before any frame"
 
-        stream.resume()
+        stream.mode = "good"
         ready_at = listener.wait_for("READY=1", 20.0)
         assert any("first frame processed" in s for s in listener.lines("STATUS=")), listener.messages
 
@@ -182,7 +188,7 @@ def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sig
         assert any("fps" in s and "fp32" in s for s in listener.lines("STATUS=")), listener.lines("STATUS=")
 
         # The camera stalls (the read blocks): the pings stop, so systemd would restart the agent.
-        stream.pause()
+        stream.mode = "stall"
         paused_at = time.monotonic()
         time.sleep(3.0)
         late = listener.times("WATCHDOG=1", since=paused_at + 0.6)
@@ -190,7 +196,7 @@ def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sig
         assert agent.process.poll() is None, agent.log()
 
         # The camera comes back: so do the pings.
-        stream.resume()
+        stream.mode = "good"
         listener.wait_for("WATCHDOG=1", 10.0, since=time.monotonic())
 
         agent.process.send_signal(signal.SIGTERM)
@@ -202,15 +208,15 @@ def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sig
 
 
 def test_abstract_socket_and_clean_stop_while_the_camera_is_stalled(
-    fixture_onnx: Path, stream: StallingMjpegServer, abstract_listener: tuple[NotifyListener, str]
+    fixture_onnx: Path, stream: MjpegServer, abstract_listener: tuple[NotifyListener, str]
 ) -> None:
     listener, address = abstract_listener
-    stream.resume()
+    stream.mode = "good"
     agent = Agent(fixture_onnx, stream.url, address)
     try:
         listener.wait_for("READY=1", START_TIMEOUT_S)
         listener.wait_for("WATCHDOG=1", 5.0)
-        stream.pause()
+        stream.mode = "stall"
         time.sleep(1.0)
         # The source thread is stuck in a blocking read; the stop must still fit in TimeoutStopSec.
         stopped_at = time.monotonic()

@@ -8,7 +8,6 @@ often slower than FP32, on a Pi 5 it is usually faster.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from agent.bundle import BundleError, load_bundle, sha256_file, verify_model_file
 from agent.detections import Detections
-from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
+from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
 from agent.letterbox import DEFAULT_PAD_VALUE, Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
 from agent.precision_cache import PrecisionCache, PrecisionChoice, choice_key
@@ -86,17 +85,6 @@ class Detector:
         return detections, (prepared - start) * 1e3, (inferred - prepared) * 1e3, (done - inferred) * 1e3
 
 
-def _median_run_ms(model: InferenceModel, runs: int) -> float:
-    tensor = np.full((1, 3, *model.info.input_hw), 0.5, dtype=np.float32)
-    model.run(tensor)  # the first run allocates; leave it out
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model.run(tensor)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def label_ids(names: dict[int, str], labels: list[str] | tuple[str, ...], what: str) -> dict[str, int]:
     """Map configured labels to class ids; an unknown label is a user error naming the model's labels."""
     by_label = {label: class_id for class_id, label in names.items()}
@@ -142,7 +130,9 @@ def load_detector(
             choices = [remembered.precision]
         models = {p: InferenceModel(verify_model_file(bundle, p), threads) for p in choices}
         if len(models) > 1:
-            timings = {p: round(_median_run_ms(m, AUTO_TIMING_RUNS), 2) for p, m in models.items()}
+            input_hw = next(iter(models.values())).info.input_hw  # the bundle's precisions share one input
+            tensor = np.full((1, 3, *input_hw), 0.5, dtype=np.float32)
+            timings = {p: round(ms, 2) for p, ms in median_latencies_ms(models, tensor, AUTO_TIMING_RUNS).items()}
             chosen = min(timings, key=timings.get)
             log.info("precision auto: %s (%s)", chosen, ", ".join(f"{p} {t:.1f} ms" for p, t in timings.items()))
             if precision_cache is not None:

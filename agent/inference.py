@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import os
 import platform
+import statistics
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,3 +130,28 @@ class InferenceModel:
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Run one (1, 3, H, W) float32 tensor; return the first output."""
         return self.session.run(self._output_names, {self._input_name: tensor})[0]
+
+
+TIMING_BLOCK_RUNS = 5
+
+
+def median_latencies_ms(models: Mapping[str, InferenceModel], tensor: np.ndarray, runs: int) -> dict[str, float]:
+    """Median milliseconds of `runs` timed run() calls per model, the models taking turns in blocks.
+
+    Not turn by turn: with 2 or more threads, the pool of the model that just ran keeps spinning on
+    the cores for a while and slows the next model down (2-thread FP32 YOLO11n at 640 measured 63 ms
+    taking turns run by run, 40 ms in blocks; the agent runs one model, so 40 is the true figure).
+    Each block starts with an untimed run; blocks alternate so drift in the machine's load hits
+    every model alike.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, not {runs}")
+    times: dict[str, list[float]] = {name: [] for name in models}
+    while any(len(values) < runs for values in times.values()):
+        for name, model in models.items():
+            model.run(tensor)
+            for _ in range(min(TIMING_BLOCK_RUNS, runs - len(times[name]))):
+                start = time.perf_counter()
+                model.run(tensor)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}

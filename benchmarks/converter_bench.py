@@ -7,10 +7,11 @@
 One run on this machine measures the issue's targets side by side:
   accuracy   the real `yolo-edge-convert` on the fixture (its labelled val split): INT8 mAP50-95
              drop against FP32, in points, as the bundle's manifest records it
-  speed      FP32 and INT8 from that bundle, same letterboxed val tensors, same thread count,
-             runs alternating model by model; the ratio of median latencies, for 1 thread and for
-             all cores. "all nodes INT8" quantizes the head's decoding tail too (which wrecks its
-             scores): the ceiling that keeping the tail in float32 gives up
+  speed      FP32 and INT8 from that bundle, the same letterboxed val image, same thread count,
+             the models taking turns in blocks of runs (agent.inference.median_latencies_ms); the
+             ratio of median latencies, for 1 thread and for all cores. "all nodes INT8" quantizes
+             the head's decoding tail too (which wrecks its scores): the ceiling that keeping the
+             tail in float32 gives up
   size       INT8 file bytes over FP32 file bytes
   time       wall time of the whole command (imports, export, calibration, quantization,
              validation) on the fixture and on a YOLO11n at 640 with 200 calibration images
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.bundle import load_bundle, verify_model_file
-from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
+from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
 from agent.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
 from benchmarks.tables import Table, progress, render_markdown, render_text
@@ -42,7 +42,6 @@ from converter.images import SkipCounter, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_WEIGHTS = ROOT / "tests" / "assets" / "shapes_yolo11n.pt"
-WARMUP_RUNS = 5
 SPEED_TENSORS = 16
 
 TARGET_MAP_DROP = 1.0
@@ -79,18 +78,10 @@ def val_tensors(data_yaml: Path, input_hw: tuple[int, int], count: int) -> list[
     return [letterbox(item.image)[0].copy() for item in source.iter_images(count, SkipCounter())]
 
 
-def median_latencies(models: dict[str, Path], tensors: list[np.ndarray], threads: int, runs: int) -> dict[str, float]:
-    """Median ms per model; each run goes to every model in turn so load drift hits all alike."""
+def median_latencies(models: dict[str, Path], tensor: np.ndarray, threads: int, runs: int) -> dict[str, float]:
+    """Median ms per model, the models taking turns in blocks so load drift hits all alike."""
     sessions = {name: InferenceModel(path, threads) for name, path in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for index in range(WARMUP_RUNS + runs):
-        tensor = tensors[index % len(tensors)]
-        for name, session in sessions.items():
-            started = time.perf_counter()
-            session.run(tensor)
-            if index >= WARMUP_RUNS:
-                times[name].append((time.perf_counter() - started) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return median_latencies_ms(sessions, tensor, runs)
 
 
 def quantize_all_nodes(fp32: Path, out: Path, tensors: list[np.ndarray]) -> Path:
@@ -204,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         latency: dict[int, dict[str, float]] = {}
         for count in sorted({1, threads}):
             progress(f"timing FP32 / INT8 / all-nodes INT8, {count} thread(s), {args.runs} runs each")
-            latency[count] = median_latencies(models, tensors, count, args.runs)
+            latency[count] = median_latencies(models, tensors[0], count, args.runs)
         yolo11n = None
         if not args.skip_yolo11n_640:
             from ultralytics import YOLO

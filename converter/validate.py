@@ -1,8 +1,9 @@
 """Score the INT8 model against FP32 on the same images, through the agent's own pipeline.
 
 With labels: mAP50 and mAP50-95 of each precision. Without labels: INT8 is
-scored against FP32's own detections. Latency is the median of onnxruntime
-`run` calls made alternately on the same tensors with the same session options.
+scored against FP32's own detections. Latency is timed after scoring, on the last
+image's tensor: the median of LATENCY_RUNS onnxruntime `run` calls per precision, the
+precisions taking turns in blocks (agent.inference.median_latencies_ms says why not run by run).
 
 On an x86 host without VNNI, onnxruntime's fast INT8 kernel is inexact (see
 agent.inference.session_options), so INT8 accuracy is scored from a second, exact
@@ -12,16 +13,12 @@ still comes from the fast session.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from agent.detections import Detections
-from agent.inference import InferenceModel, cpu_has_vnni, is_x86
+from agent.inference import InferenceModel, cpu_has_vnni, is_x86, median_latencies_ms
 from agent.letterbox import Letterbox
 from agent.postprocess import Postprocessor, PostprocessSettings
 from converter.images import LabelledImage
@@ -31,7 +28,7 @@ from converter.metrics import ImageEval, agreement, evaluate_detections
 EVAL_SETTINGS = PostprocessSettings(confidence=0.001, iou=0.7, max_detections=300)
 # What FP32 "detects" when there are no labels to score against: the agent's defaults.
 REFERENCE_SETTINGS = PostprocessSettings(confidence=0.25, iou=0.45)
-WARMUP_IMAGES = 3
+LATENCY_RUNS = 30
 
 
 @dataclass(frozen=True)
@@ -83,12 +80,6 @@ class Validation:
         return 100.0 * (self.figures["fp32"].map50_95 - self.figures["int8"].map50_95)
 
 
-def _timed_run(model: InferenceModel, tensor: np.ndarray) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    output = model.run(tensor)
-    return output, (time.perf_counter() - start) * 1000.0
-
-
 def exact_int8_sessions(models: Mapping[str, Path], threads: int) -> dict[str, InferenceModel]:
     """Exact-arithmetic sessions for the quantized models, only where the fast kernel is inexact."""
     if not is_x86() or cpu_has_vnni():
@@ -108,37 +99,28 @@ def validate_models(
     skipped: Callable[[], int],
     progress: Callable[[Iterable[LabelledImage]], Iterable[LabelledImage]] = lambda items: items,
 ) -> Validation:
-    """Run every model in `models` (precision -> ONNX path) on each image in turn.
-
-    Models run alternately per image, so machine noise hits both alike.
-    """
+    """Run every model in `models` (precision -> ONNX path) on each image, then time them."""
     sessions = {precision: InferenceModel(path, threads) for precision, path in models.items()}
     exact = exact_int8_sessions(models, threads)
     letterbox = Letterbox(input_hw, pad_value)
     evaluate = Postprocessor(head, EVAL_SETTINGS)
     reference = Postprocessor(head, REFERENCE_SETTINGS)
-    latencies: dict[str, list[float]] = {p: [] for p in sessions}
     predictions: dict[str, list[Detections]] = {p: [] for p in sessions}
     references: list[Detections] = []
     truths: list[LabelledImage] = []
-    for index, item in enumerate(progress(images)):
+    for item in progress(images):
         tensor, transform = letterbox(item.image)
         for precision, session in sessions.items():
-            output, elapsed_ms = _timed_run(session, tensor)
-            if index >= WARMUP_IMAGES:
-                latencies[precision].append(elapsed_ms)
-            if precision in exact:
-                output = exact[precision].run(tensor)
+            output = exact.get(precision, session).run(tensor)
             predictions[precision].append(evaluate(output, transform))
             if precision == "fp32" and not labelled:
                 references.append(reference(output, transform))
         truths.append(item)
     if not truths:
         raise ValueError("validation got no images")
+    latencies = median_latencies_ms(sessions, tensor, LATENCY_RUNS)
     figures = {}
     for precision, path in models.items():
-        # With fewer images than the warm-up, time what there is rather than nothing.
-        times = latencies[precision] or [0.0]
         values: dict[str, float] = {}
         if labelled:
             metrics = evaluate_detections(
@@ -157,7 +139,7 @@ def validate_models(
                 "reference_boxes": scored.reference_boxes,
             }
         figures[precision] = PrecisionFigures(
-            precision=precision, latency_ms=statistics.median(times), size_bytes=path.stat().st_size, **values
+            precision=precision, latency_ms=latencies[precision], size_bytes=path.stat().st_size, **values
         )
     instances = sum(len(t.class_ids) for t in truths) if labelled else None
     return Validation(

@@ -24,9 +24,12 @@ AGENTS_PER_PROCESS agents): in one Python process, 50 frame loops and 50 paho ne
 would share one GIL, and its queueing would show up as latency that no real agent (one per Pi)
 has. The report states how it was run.
 
-Neither paho-mqtt nor Mosquitto turns Nagle's algorithm off, so by default a small message that
-follows another on the same connection can wait for a delayed ACK (about 40 ms on Linux);
---tcp-nodelay measures the same load with TCP_NODELAY on the clients' sockets, the broker's, or both.
+Nagle's algorithm makes a small message that follows another on the same connection wait for a
+delayed ACK (about 40 ms on Linux). The agent turns it off on its own socket (agent/mqtt.py), and
+the Mosquitto config the project ships (systemd/mosquitto-yolo-edge.conf) sets set_tcp_nodelay
+true, so that is the default here (--tcp-nodelay broker). --tcp-nodelay off measures Mosquitto as
+Debian ships it; clients and all also turn it off on the receiver's socket (a subscriber such as
+Home Assistant, which paho leaves with Nagle on).
 Every event is fsynced into its agent's outbox before it is sent, and here 50 outboxes share one
 disk; --state-dir on a tmpfs shows the latency without that.
 """
@@ -292,7 +295,6 @@ class WorkerSpec:
     seconds: float
     state_root: Path
     seed: int
-    clients_nodelay: bool
 
 
 @dataclass(frozen=True)
@@ -324,11 +326,7 @@ class SimulatedAgent:
         self.rng = np.random.default_rng(seed)
         self.outbox = Outbox(spec.state_root / device / "outbox.sqlite3")
         settings = MqttSettings(spec.host, spec.port, f"{PREFIX}/{device}", device, reconnect_max_s=2.0)
-        inner = MqttPublisher(settings, self.outbox)
-        if spec.clients_nodelay:
-            # The agent has no setting for this: reach into its paho client, for the comparison only.
-            inner._client.on_socket_open = no_delay
-        self.publisher = CountingPublisher(inner)
+        self.publisher = CountingPublisher(MqttPublisher(settings, self.outbox))
         self.detector = SyntheticDetector(SyntheticScene(self.rng, spec.fps), self.rng)
         self.fps = spec.fps
         self.image = image
@@ -356,7 +354,8 @@ class SimulatedAgent:
 
 
 def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """paho's on_socket_open: turn Nagle's algorithm off on this client's socket (paho leaves it on)."""
+    """paho's on_socket_open for the receiver: Nagle's algorithm off (paho leaves it on; the agent's own
+    client turns it off itself)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -568,7 +567,6 @@ def run_load(args: argparse.Namespace, broker: Broker, receiver: Receiver, state
             args.seconds,
             state_root,
             args.seed + i,
-            clients_nodelay(args),
         )
         for i, group in enumerate(groups)
     ]
@@ -920,16 +918,16 @@ def plot(path: Path, run: LoadRun) -> None:
 
 
 NAGLE = {
-    "off": "Nagle's algorithm is on everywhere, as paho-mqtt and Mosquitto ship (neither sets TCP_NODELAY): a small "
-    "message written while the previous one on the same connection is not yet acknowledged waits for that ACK, "
-    "which the peer's delayed ACK can hold back about 40 ms on Linux. That hits the event an agent sends right "
-    "after a frame's detections and presence, and the broker's stream to a subscriber. --tcp-nodelay all runs the "
-    "same load with it off.",
-    "clients": "TCP_NODELAY on the paho clients' sockets (agents and receiver; paho does not set it, the benchmark "
-    "does through paho's on_socket_open); Mosquitto as shipped (set_tcp_nodelay false).",
-    "broker": "Mosquitto with set_tcp_nodelay true; the paho clients as shipped (Nagle's algorithm on).",
-    "all": "TCP_NODELAY on every socket: the agents' and the receiver's paho sockets (paho does not set it, the "
-    "benchmark does through paho's on_socket_open) and Mosquitto's (set_tcp_nodelay true).",
+    "off": "The agents turn Nagle's algorithm off on their own sockets (TCP_NODELAY, agent/mqtt.py); Mosquitto as "
+    "Debian ships it (set_tcp_nodelay false) and the receiver (paho as shipped) keep it on. A small message written "
+    "while the previous one on the same connection is not yet acknowledged waits for that ACK, which the peer's "
+    "delayed ACK can hold back about 40 ms on Linux: here, the broker's stream to the subscriber.",
+    "clients": "TCP_NODELAY on the agents' sockets (the agent sets it) and on the receiver's (paho does not set it; "
+    "the benchmark does through paho's on_socket_open); Mosquitto as Debian ships it (set_tcp_nodelay false).",
+    "broker": "TCP_NODELAY on the agents' sockets (the agent sets it) and in Mosquitto (set_tcp_nodelay true, as "
+    "systemd/mosquitto-yolo-edge.conf ships); the receiver as paho ships it.",
+    "all": "TCP_NODELAY on every socket: the agents' (the agent sets it), the receiver's (the benchmark sets it "
+    "through paho's on_socket_open) and Mosquitto's (set_tcp_nodelay true).",
 }
 
 
@@ -1002,9 +1000,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tcp-nodelay",
         choices=("off", "clients", "broker", "all"),
-        default="off",
-        help="turn Nagle's algorithm off (TCP_NODELAY) for comparison: on the paho clients' sockets (agents and "
-        "receiver), in Mosquitto (set_tcp_nodelay true) or both; default off, as paho and Mosquitto ship",
+        default="broker",
+        help="where Nagle's algorithm is off besides the agents' sockets (they always turn it off): in Mosquitto "
+        "(set_tcp_nodelay true, as systemd/mosquitto-yolo-edge.conf ships; the default), on the receiver's "
+        "socket (clients), both (all) or neither (off: Mosquitto as Debian ships it)",
     )
     parser.add_argument(
         "--state-dir",

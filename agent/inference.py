@@ -62,6 +62,9 @@ def session_options(threads: int, exact_int8: bool = False) -> ort.SessionOption
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The memory pattern plans one block for every intermediate tensor at once; without it the arena
+    # reuses freed chunks. YOLO11n at 640: peak RSS 191 -> 155 MB FP32, 129 -> 123 MB INT8, same speed.
+    options.enable_mem_pattern = False
     options.log_severity_level = 3
     if exact_int8:
         options.add_session_config_entry("session.x64quantprecision", "1")

@@ -391,11 +391,13 @@ def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int
     settings = LoopSettings(stats_interval=3600.0, publish_empty=True, max_frames=frames + WARMUP_FRAMES)
     finished: list[float] = []
     stages: list[tuple[float, float, float, float]] = []
+    ages: list[float] = []
 
     def on_frame(result: FrameResult) -> None:
         finished.append(time.perf_counter())
         t = result.timings
         stages.append((t.preprocess, t.inference, t.postprocess, t.publish))
+        ages.append(t.capture)
 
     with open_source(str(video)) as source:
         AgentLoop(source, detector, DiscardPublisher(), settings, on_frame=on_frame).run()
@@ -408,9 +410,9 @@ def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int
     # Means here, not medians: frame intervals minus the stages timed inside them, frame by frame.
     intervals = np.diff(np.array(finished[WARMUP_FRAMES - 1 :])) * 1e3
     between = float(np.mean(intervals - measured.sum(axis=1)))
-    return RunResult(
-        fps=fps, stage_ms={"preprocess": pre, "inference": inf, "postprocess": post, "publish": pub}, between_ms=between
-    )
+    stage_ms = {"preprocess": pre, "inference": inf, "postprocess": post, "publish": pub}
+    stage_ms["frame age"] = float(np.median(ages[WARMUP_FRAMES:]))
+    return RunResult(fps=fps, stage_ms=stage_ms, between_ms=between)
 
 
 def _detections(run: ChildRun) -> list[tuple[float, dict]]:
@@ -1030,6 +1032,7 @@ def stage_tables(
     rows = []
     for config, runs in results.items():
         stages = [median([r.stage_ms[s] for r in runs]) for s in STAGE_NAMES]
+        waits = [median([r.between_ms or 0.0 for r in runs]), median([r.stage_ms["frame age"] for r in runs])]
         totals = [sum(r.stage_ms[s] for s in STAGE_NAMES) for r in runs]
         fps = [r.fps for r in runs]
         inference = [r.stage_ms["inference"] for r in runs]
@@ -1037,6 +1040,7 @@ def stage_tables(
             (
                 config.precision,
                 str(config.threads),
+                *(f"{v:.2f}" for v in waits),
                 *(f"{v:.2f}" for v in stages),
                 f"{median(totals):.1f}",
                 f"{median(fps):.2f}",
@@ -1050,6 +1054,8 @@ def stage_tables(
             (
                 "precision",
                 "threads",
+                "capture wait",
+                "frame age",
                 *STAGE_NAMES,
                 "sum ms",
                 "loop fps",
@@ -1057,7 +1063,11 @@ def stage_tables(
             ),
             tuple(rows),
             (
+                "capture wait: the loop waiting for the source's next frame (and its own bookkeeping), the mean of "
+                "each frame interval minus that frame's stages; frame age: how long a frame sat between decoding "
+                "and the loop picking it up (the newest-frame slot holds one while the model runs).",
                 "publish: building the payloads and handing them to a publisher that discards them (no network).",
+                "sum ms: preprocess to publish.",
                 "loop fps: frames between warm-up end and last frame, over that time; includes decoding the video.",
             ),
         )

@@ -34,7 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.bundle import load_bundle, verify_model_file
-from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
+from agent.inference import (
+    TIMING_BLOCK_RUNS,
+    InferenceModel,
+    cpu_has_vnni,
+    default_threads,
+    is_x86,
+    median_latencies_ms,
+)
 from agent.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
 from benchmarks.tables import Table, progress, render_markdown, render_text
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"timing FP32 / INT8 / all-nodes INT8, {count} thread(s), {args.runs} runs each")
             latency[count] = median_latencies(models, tensors[0], count, args.runs)
         yolo11n = None
+        latency_640: dict[int, dict[str, float]] = {}
         if not args.skip_yolo11n_640:
             from ultralytics import YOLO
 
@@ -208,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
                 data_yaml,
                 ["--imgsz", "640", "--calib-size", "200", "--val-size", "50", "--force", "--threads", str(threads)],
             )
+            # The speed target is set at 640, the size a Pi runs: time that bundle as well.
+            bundle_640 = load_bundle(yolo11n.bundle)
+            models_640 = {p: verify_model_file(bundle_640, p) for p in ("fp32", "int8")}
+            tensor_640 = val_tensors(data_yaml, bundle_640.imgsz, 1)[0]
+            for count in sorted({1, threads}):
+                progress(f"timing YOLO11n 640 FP32 / INT8, {count} thread(s), {args.runs} runs each")
+                latency_640[count] = median_latencies(models_640, tensor_640, count, args.runs)
         comparison = (
             calibration_comparison(args.weights, data_yaml, workdir, common) if args.compare_calibration else None
         )
@@ -217,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     size_ratio = validation["size_ratio_int8"]
     speedup = {t: v["fp32"] / v["int8"] for t, v in latency.items()}
     ceiling = {t: v["fp32"] / v["int8 all nodes"] for t, v in latency.items()}
+    speedup_640 = {t: v["fp32"] / v["int8"] for t, v in latency_640.items()}
     arithmetic = "exact (as on ARM)" if validation.get("exact_int8_accuracy") else "this CPU's native kernels"
     cpu = f"{'x86 ' + ('with' if cpu_has_vnni() else 'without') + ' VNNI' if is_x86() else 'ARM'}"
     accuracy_table = Table(
@@ -230,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         (f"INT8 accuracy computed with {arithmetic}; {fixture.manifest['calibration']['images']} calibration images.",),
     )
     speed_table = Table(
-        f"Latency (median of {args.runs} runs, same {SPEED_TENSORS} tensors, models alternating; {cpu})",
-        ("threads", "FP32 ms", "INT8 ms", "all-nodes INT8 ms", "INT8 speed-up", "ceiling"),
+        f"Latency (median of {args.runs} runs per model on one val image, the models taking turns in blocks of "
+        f"{TIMING_BLOCK_RUNS}; {cpu})",
+        ("model", "threads", "FP32 ms", "INT8 ms", "all-nodes INT8 ms", "INT8 speed-up", "ceiling"),
         tuple(
             (
+                f"fixture, {bundle.imgsz[0]}",
                 str(t),
                 f"{v['fp32']:.1f}",
                 f"{v['int8']:.1f}",
@@ -242,8 +260,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ceiling[t]:.2f}x",
             )
             for t, v in latency.items()
+        )
+        + tuple(
+            ("YOLO11n, 640", str(t), f"{v['fp32']:.1f}", f"{v['int8']:.1f}", "-", f"{speedup_640[t]:.2f}x", "-")
+            for t, v in latency_640.items()
         ),
-        ("ceiling: every node quantized, head tail included; its scores are wrong, it only bounds the speed.",),
+        (
+            "ceiling: every node quantized, head tail included; its scores are wrong, it only bounds the speed.",
+            "The speed targets are read at 640, the size the agent runs on a Pi. The fixture is trained at 256, "
+            "where a model is small enough that a second thread gains INT8 little: compare its ceiling.",
+        ),
     )
     time_rows = [("fixture YOLO11n", f"{bundle.imgsz[0]}", str(args.calib_size), f"{fixture.seconds:.0f}")]
     if yolo11n is not None:
@@ -261,19 +287,18 @@ def main(argv: list[str] | None = None) -> int:
             drop <= TARGET_MAP_DROP,
             f"{drop:.2f}",
         ),
-        verdict(
-            f"INT8 speed-up, {threads} threads",
-            f">= {TARGET_SPEEDUP}x",
-            speedup[threads],
-            speedup[threads] >= TARGET_SPEEDUP,
-            f"{speedup[threads]:.2f}x",
-        ),
-        verdict(
-            "INT8 speed-up, 1 thread",
-            f">= {TARGET_SPEEDUP}x",
-            speedup[1],
-            speedup[1] >= TARGET_SPEEDUP,
-            f"{speedup[1]:.2f}x",
+        *(
+            verdict(
+                f"INT8 speed-up, {where}, {t} thread{'s' if t > 1 else ''}",
+                f">= {TARGET_SPEEDUP}x",
+                ratios[t],
+                ratios[t] >= TARGET_SPEEDUP,
+                f"{ratios[t]:.2f}x",
+            )
+            for where, ratios in (
+                [("YOLO11n 640", speedup_640)] if speedup_640 else [(f"fixture {bundle.imgsz[0]}", speedup)]
+            )
+            for t in sorted(ratios, reverse=True)
         ),
         verdict(
             "INT8 size",

@@ -148,10 +148,9 @@ def describe_connect_error(error: BaseException | None, settings: MqttSettings) 
         )
         return f"TLS: the broker's certificate was rejected ({error.verify_message}); {hint}"
     if isinstance(error, ssl.SSLError):
-        if not settings.tls:
-            return f"TLS: {error}"
         return f"TLS: {error}; does the broker expect TLS on port {settings.port}, and a client certificate?"
-    return f"{error or type(error).__name__}{closed_early_hint(settings)}"
+    hint = closed_early_hint(settings) if isinstance(error, (ConnectionResetError, BrokenPipeError)) else ""
+    return f"{error or type(error).__name__}{hint}"
 
 
 def closed_early_hint(settings: MqttSettings) -> str:

@@ -21,7 +21,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.fleet_view import Received
-from agent.mqtt import MqttSettings, _make_client
+from agent.mqtt import MqttSettings, closed_early_hint, describe_connect_error, make_client
 
 __all__ = ["FleetClient"]
 
@@ -38,7 +38,7 @@ class FleetClient:
         self.settings = settings
         self.timeout = timeout
         self.where = f"{settings.host}:{settings.port}"
-        self._client = client = _make_client(settings, settings.client_id)
+        self._client = client = make_client(settings, settings.client_id)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -57,12 +57,18 @@ class FleetClient:
         try:
             self._client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
         except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
-            raise ConnectionError(f"cannot connect to {self.where}: {error}") from error
+            raise ConnectionError(
+                f"cannot connect to {self.where}: {describe_connect_error(error, self.settings)}"
+            ) from error
         self._started = True
         self._client.loop_start()
         with self._changed:
             self._changed.wait_for(lambda: self._connack is not None or self._closed_early, self.timeout)
-            reason = self._connack
+            reason, closed_early = self._connack, self._closed_early
+        if reason is None and closed_early:
+            raise ConnectionError(
+                f"{self.where} closed the connection before accepting it{closed_early_hint(self.settings)}"
+            )
         if reason is None:
             raise ConnectionError(f"{self.where} did not accept the connection within {self.timeout:g} s")
         if reason.is_failure:

@@ -37,7 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.outbox import Outbox, OutboxError
 from agent.publisher import PublisherHealth
 
-__all__ = ["MqttPublisher", "MqttSettings", "probe_broker"]
+__all__ = ["MqttPublisher", "MqttSettings", "make_client", "probe_broker"]
 
 log = logging.getLogger("yolo_edge.mqtt")
 
@@ -108,7 +108,7 @@ class MqttSettings:
         )
 
 
-def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
+def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
     """A paho client speaking MQTT 3.1.1 with the credentials and TLS of `settings`."""
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     if settings.username is not None:
@@ -175,7 +175,7 @@ def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> None:
     the same id to let this one in.
     """
     where = f"{settings.host}:{settings.port}"
-    client = _make_client(settings, f"{settings.client_id}-check")
+    client = make_client(settings, f"{settings.client_id}-check")
     answers: list[ReasonCode] = []
     client.on_connect = lambda _client, _userdata, _flags, reason, _properties: answers.append(reason)
     client.connect_timeout = timeout_s
@@ -256,7 +256,7 @@ class MqttPublisher:
     def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
         self.settings = settings
         self.outbox = outbox
-        self._client = client = _make_client(settings, settings.client_id)
+        self._client = client = make_client(settings, settings.client_id)
         if not hasattr(client, "drop_out_messages"):
             raise RuntimeError(f"paho-mqtt >= 2.2 is required (drop_out_messages); found {PAHO_VERSION}")
         # The broker publishes this if we vanish without a DISCONNECT (crash, power loss, network gone).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.fleet_client import FleetClient
 from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
 from agent.outbox import Outbox
 from tests.agent.agent_process import agent_env, broker_args, run_agent
@@ -208,3 +210,29 @@ def test_the_agent_command_runs_over_tls(tmp_path, tls_broker, pki, observer, sa
     assert "connected to localhost" in result.stderr, result.stderr
     final = json.loads(observer.wait_count(STATS, 1)[-1])
     assert final["frames"]["processed"] == 10, final
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("other CA", "certificate was rejected"),
+        ("no client certificate", "closed the connection before accepting it; if the broker requires a client"),
+        ("client certificate", None),
+    ],
+)
+def test_the_fleet_tool_connects_like_the_agent_and_says_why_not(tls_broker, pki, case: str, expected) -> None:
+    if case == "other CA":
+        settings = tls_settings(tls_broker.tls_port, tls_ca=pki.other_ca)
+    elif case == "no client certificate":
+        settings = tls_settings(tls_broker.mutual_port, tls_ca=pki.ca)
+    else:
+        settings = tls_settings(tls_broker.mutual_port, tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
+    client = FleetClient(settings, timeout=5)
+    try:
+        if expected is None:
+            client.connect()
+        else:
+            with pytest.raises(ConnectionError, match=re.escape(expected)):
+                client.connect()
+    finally:
+        client.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import ModelConfig
+from converter.metrics import box_iou_xyxy
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,9 @@ def read_detections(path: Path) -> dict[int, FrameDetections]:
     return frames
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
-
-
 def pair(reference: FrameDetections, candidate: FrameDetections) -> list[tuple[int, int]]:
     """Greedy pairs of the same class, highest IoU first."""
-    iou = iou_matrix(reference.boxes, candidate.boxes)
+    iou = box_iou_xyxy(reference.boxes, candidate.boxes)
     iou[reference.class_ids[:, None] != candidate.class_ids[None, :]] = 0.0
     pairs = []
     while iou.size and iou.max() > 0.5:

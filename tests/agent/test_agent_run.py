@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pytest
 
+from converter.metrics import box_iou_xyxy
 from tests.agent.agent_process import (
     OBSERVER_PASSWORD,
     OBSERVER_USER,
@@ -185,16 +186,6 @@ def check_stats(body: dict, model: dict[str, str]) -> None:
     assert isinstance(mqtt["reconnects"], int) and mqtt["reconnects"] >= 0, mqtt
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N, 4) with every box in b (M, 4), xyxy: (N, M)."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 # -- one full run over the sample video, shared by the contract tests --------------------------------
 
 
@@ -316,7 +307,7 @@ def test_detections_match_the_video_truth(video_run: RecordedRun, sample_video: 
         if detections:
             boxes = np.array([d["box"] for d in detections], np.float64)
             ids = np.array([d["class_id"] for d in detections])
-            overlap = box_iou(true_boxes, boxes) > 0.5
+            overlap = box_iou_xyxy(true_boxes, boxes) > 0.5
             found = overlap.any(axis=1)
             found_class = (overlap & (ids[None, :] == class_ids[:, None])).any(axis=1)
             scores = np.array([d["confidence"] for d in detections])

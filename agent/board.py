@@ -1,10 +1,11 @@
-"""Board health: memory of this process, CPU temperature and the Pi's throttling flags.
+"""Board health: memory of this process, CPU temperature and the Pi's throttling flags; which CPU it is.
 
 Fields a board does not report are left out, never faked.
 """
 
 from __future__ import annotations
 
+import platform
 import resource
 import shutil
 import subprocess
@@ -53,3 +54,22 @@ def board_health() -> dict[str, float | int]:
     if throttled is not None:
         health["throttled"] = throttled
     return health
+
+
+def cpu_model() -> str:
+    """x86 says 'model name'; a Raspberry Pi's cpuinfo has 'Model' (the board) and no model name."""
+    try:
+        fields = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            if v
+        )
+    except OSError:
+        fields = {}
+    return (
+        fields.get("model name")
+        or fields.get("Model")
+        or fields.get("Hardware")
+        or platform.processor()
+        or platform.machine()
+    )

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.board import cpu_model
+
 log = logging.getLogger("yolo_edge.model")
 
 CACHE_NAME = "precision-choice.json"
@@ -27,19 +29,9 @@ class PrecisionChoice:
     timings_ms: dict[str, float]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def choice_key(hashes: dict[str, str], threads: int) -> str:
     models = ",".join(f"{p}={h[:16]}" for p, h in sorted(hashes.items()))
-    return f"{models};threads={threads};{platform.machine()};{_cpu_name()}"
+    return f"{models};threads={threads};{platform.machine()};{cpu_model()}"
 
 
 class PrecisionCache:

@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from agent.board import rss_mb
+from agent.board import cpu_model, rss_mb
 from agent.bundle import load_bundle
 from agent.detector import load_detector
 from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
@@ -64,7 +64,7 @@ from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 from benchmarks.fixture.video import write_shapes_video
-from benchmarks.machine import cpu_model
+from benchmarks.machine import load_average
 from benchmarks.tables import Table, progress, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ def paired_ratio(results: dict[str, list[RunResult]], top: str, bottom: str, att
 
 
 def machine_facts(threads: int) -> dict[str, str]:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     return {
         "cpu": cpu_model(),
         "cores": f"{os.cpu_count()} logical, {default_threads()} usable by this process",
@@ -892,7 +892,7 @@ def facts_table(facts: dict[str, str], models: Models, args: argparse.Namespace)
             f"{VIDEO_HW[1]}x{VIDEO_HW[0]} generated shapes video, "
             f"{args.frames + WARMUP_FRAMES} frames ({WARMUP_FRAMES} warm-up)",
         ),
-        ("load average at end", ", ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("load average at end", load_average()),
     ]
     return Table("Machine and set-up", ("fact", "value"), tuple(rows))
 
@@ -1182,7 +1182,7 @@ def stages_main(args: argparse.Namespace, argv: list[str]) -> int:
         results = run_stage_rounds(args, bundle, configs, video)
     facts["model"] = f"bundle {bundle.name} ({loaded.model_name}, {'+'.join(sorted(loaded.files))})"
     facts["video"] = f"{VIDEO_HW[1]}x{VIDEO_HW[0]} generated shapes video, {args.frames + WARMUP_FRAMES} frames"
-    facts["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    facts["load average at end"] = load_average()
     all_tables = [Table("Machine and set-up", ("fact", "value"), tuple(facts.items()))]
     all_tables += stage_tables(args, input_hw, results)
     for table in all_tables:

@@ -62,6 +62,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.board import cpu_model
 from agent.detections import Detections
 from agent.detector import ModelIdentity
 from agent.frames import Frame
@@ -69,7 +70,7 @@ from agent.mqtt import MqttPublisher, MqttSettings
 from agent.outbox import Outbox
 from agent.publisher import PublisherHealth
 from agent.runner import AgentLoop, LoopSettings
-from benchmarks.machine import cpu_model, load_average, logical_cpus
+from benchmarks.machine import load_average, logical_cpus
 from benchmarks.mosquitto import Broker, mosquitto_binary
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 

@@ -1,29 +1,8 @@
-"""What every benchmark report states about the machine it ran on."""
+"""What every benchmark report states about the machine it ran on (the CPU: agent.board.cpu_model)."""
 
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
-
-
-def cpu_model() -> str:
-    """x86 says 'model name'; a Raspberry Pi's cpuinfo has 'Model' (the board) and no model name."""
-    try:
-        fields = dict(
-            (k.strip(), v.strip())
-            for k, _, v in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
-            if v
-        )
-    except OSError:
-        fields = {}
-    return (
-        fields.get("model name")
-        or fields.get("Model")
-        or fields.get("Hardware")
-        or platform.processor()
-        or platform.machine()
-    )
 
 
 def logical_cpus() -> str:

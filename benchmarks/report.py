@@ -30,8 +30,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from agent.board import cpu_model
 from agent.inference import default_threads
-from benchmarks.machine import cpu_model, load_average, logical_cpus
+from benchmarks.machine import load_average, logical_cpus
 from benchmarks.tables import Table, render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

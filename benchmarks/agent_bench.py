@@ -63,6 +63,7 @@ from agent.publisher import PublisherHealth
 from agent.results import FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
+from benchmarks.arguments import int_list
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.machine import load_average
 from benchmarks.tables import Table, progress, render_markdown, render_text
@@ -966,16 +967,6 @@ def parse_precisions(text: str) -> tuple[str, ...]:
     return precisions
 
 
-def parse_counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"wants comma-separated thread counts, got {text!r}") from None
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
-    return counts
-
-
 def stage_bundle(args: argparse.Namespace, workdir: Path) -> Path:
     """--bundle, or the fixture weights (or --weights) converted at --imgsz by the real command.
 
@@ -1237,7 +1228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stage-threads",
-        type=parse_counts,
+        type=int_list(1, "thread counts"),
         metavar="N,N",
         help="thread counts for --stages (default: 1 and --threads)",
     )

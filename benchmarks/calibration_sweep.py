@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.inference import default_threads
+from benchmarks.arguments import int_list
 from benchmarks.converter_bench import FIXTURE_WEIGHTS, TARGET_MAP_DROP, run_convert
 from benchmarks.fixture.make_shapes import SPLITS, write_dataset
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
@@ -45,16 +46,6 @@ class Point:
     int8_map50: float
     drop_points: float
     seconds: float
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes wants comma-separated integers, got {text!r}") from None
-    if not sizes or sizes[0] < 8:
-        raise argparse.ArgumentTypeError("--sizes: every size must be at least 8 (the converter's minimum)")
-    return sizes
 
 
 def run_sweep(args: argparse.Namespace, workdir: Path) -> list[Point]:
@@ -194,7 +185,10 @@ def plot(path: Path, points: list[Point], args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration_sweep", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", type=parse_sizes, default=DEFAULT_SIZES, help="calibration set sizes (default 8,32,128,512)"
+        "--sizes",
+        type=int_list(8, "calibration set sizes (the converter needs 8 images at least)"),
+        default=DEFAULT_SIZES,
+        help="calibration set sizes (default 8,32,128,512)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="disjoint calibration sets per size (default 3)")
     parser.add_argument("--val-size", type=int, default=100, help="labelled validation images (default 100)")

@@ -60,7 +60,7 @@ from agent.detector import load_detector
 from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.letterbox import Letterbox
 from agent.publisher import PublisherHealth
-from agent.results import FrameResult
+from agent.results import STAGES, FrameResult
 from agent.runner import AgentLoop, LoopSettings
 from agent.sources import open_source
 from benchmarks.arguments import int_list
@@ -74,6 +74,8 @@ AGENT_CLI = BIN / "yolo-edge-agent"
 
 # Frames run before timing starts: the first runs allocate arenas and warm caches.
 WARMUP_FRAMES = 5
+# The stages a frame spends in the agent after the loop picked it up.
+STAGE_NAMES = tuple(s for s in STAGES if s not in ("capture", "total"))
 # Inference cost of a CNN does not depend on pixel values, so the bare loop cycles this many distinct
 # preprocessed tensors instead of holding all of them (200 at 640 would be ~1 GB of float32).
 BARE_DISTINCT_TENSORS = 32
@@ -681,13 +683,13 @@ def tables(
         )
     )
     stage_rows = []
-    for name in ("preprocess", "inference", "postprocess", "publish"):
+    for name in STAGE_NAMES:
         values = [r.stage_ms[name] for r in results["agent-inproc"]]
         stage_rows.append((name, f"{median(values):.2f}", fmt_rounds(values, 2)))
     pct = [overhead_pct(r) for r in results["agent-inproc"]]
     stage_rows.append(("outside inference", f"{median(pct):.1f} % of inference", fmt_rounds(pct, 1)))
     # Where an fps gap to bare comes from: the agent's inference itself running slower (threads contending
-    # for the cores) or time between the stages (waiting for the source, the loop).
+    # for the cores) or the capture wait (the loop waiting for the source, and its own bookkeeping).
     inference_fps = [1000.0 / r.stage_ms["inference"] for r in results["agent-inproc"]]
     inference_ratio = median([i / b.fps for i, b in zip(inference_fps, results["bare"], strict=True)])
     stage_rows.append(
@@ -698,7 +700,7 @@ def tables(
         )
     )
     between = [r.between_ms or 0.0 for r in results["agent-inproc"]]
-    stage_rows.append(("between stages", f"{median(between):.1f} ms per frame", fmt_rounds(between, 1)))
+    stage_rows.append(("capture wait", f"{median(between):.1f} ms per frame", fmt_rounds(between, 1)))
     out.append(
         Table(
             "1b. Agent stage times (agent-inproc row; the agent's own per-frame StageTimings, median ms)",
@@ -707,7 +709,7 @@ def tables(
             (
                 "outside inference = (preprocess + postprocess + publish) / inference, medians per round.",
                 "inference alone as fps = 1000 / median inference ms in the agent, vs the same round's bare fps.",
-                "between stages = mean of (frame interval - that frame's stages): source waits and the loop itself.",
+                "capture wait = mean of (frame interval - that frame's stages): source waits and the loop itself.",
             ),
         )
     )
@@ -944,7 +946,6 @@ def write_markdown(path: Path, all_tables: list[Table], argv: list[str]) -> None
 # ----------------------------------------------------------------------------------------------
 # --stages: the agent's per-stage latency for each precision and thread count
 
-STAGE_NAMES = ("preprocess", "inference", "postprocess", "publish")
 STAGE_CALIB_IMAGES = 64
 STAGE_VAL_IMAGES = 16
 STAGE_LOAD_S = 1.5  # loading and verifying a bundle per configuration and round, for the budget

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from benchmarks.machine import process_cpu_seconds
 
 
 def free_port() -> int:
@@ -65,11 +66,9 @@ class Broker:
         if self.process is None or self.process.poll() is not None:
             return None
         try:
-            # The command name in field 2 may hold spaces; the fields after its ')' are fixed.
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+            return process_cpu_seconds(self.process.pid)
         except OSError:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

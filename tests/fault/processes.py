@@ -10,6 +10,7 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.machine import process_cpu_seconds
 from tests.broker import Broker
 
 
@@ -54,7 +55,5 @@ class ProcessFigures:
         """Read from /proc; raises OSError once the process is gone."""
         status = Path(f"/proc/{pid}/status").read_text()
         rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        # The command name in field 2 may hold spaces; utime and stime are the 12th and 13th after it.
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return cls(rss, len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")), cpu)
+        fds, threads = len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+        return cls(rss, fds, threads, process_cpu_seconds(pid))

@@ -66,7 +66,7 @@ from agent.sources import open_source
 from benchmarks.arguments import int_list
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.machine import load_average
-from benchmarks.tables import Table, progress, render_markdown, render_text
+from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -933,7 +933,7 @@ def write_markdown(path: Path, all_tables: list[Table], argv: list[str]) -> None
     text = [
         "# Agent benchmark",
         "",
-        f"`python -m benchmarks.agent_bench {' '.join(argv)}`",
+        f"`{command_line('benchmarks.agent_bench', argv)}`",
         "",
         "Ratios are medians of per-round ratios; contenders alternate within each round on the same "
         "frames, model and thread count. Absolute fps depend on the machine's load.",
@@ -1185,7 +1185,7 @@ def stages_main(args: argparse.Namespace, argv: list[str]) -> int:
     text = [
         f"# Agent stage times at {input_hw[0]}x{input_hw[1]}",
         "",
-        f"`python -m benchmarks.agent_bench {' '.join(argv)}`",
+        f"`{command_line('benchmarks.agent_bench', argv)}`",
         "",
         "Configurations alternate within each round (the order rotates), on the same frames; absolute times "
         "depend on the machine's load, the ratios compare configurations run side by side.",

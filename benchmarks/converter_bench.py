@@ -44,7 +44,7 @@ from agent.inference import (
 )
 from agent.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
-from benchmarks.tables import Table, progress, render_markdown, render_text
+from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 from converter.images import SkipCounter, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_text(table))
     png = args.out / "converter_bench.png"
     plot(png, {"fp32": fp32_map, "int8": int8_map}, latency, f"yolo-edge converter: fixture, {cpu}")
-    command = " ".join(["python -m benchmarks.converter_bench", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.converter_bench", argv if argv is not None else sys.argv[1:])
     text = ["# Converter benchmark", "", f"`{command}`", "", "![converter benchmark](converter_bench.png)", ""]
     (args.out / "converter_bench.md").write_text("\n".join(text + [render_markdown(t) for t in tables]))
     print(f"\nwrote {args.out / 'converter_bench.md'} and {png}")

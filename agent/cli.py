@@ -53,6 +53,9 @@ log = logging.getLogger("yolo_edge.agent")
 
 EXIT_USER_ERROR = 2
 CHECK_TIMEOUT_S = 5.0
+# How long `run` waits for its first connection attempt before reading frames: a video's first
+# frames come at once, and their QoS 0 detections would be dropped while still connecting.
+FIRST_CONNECT_WAIT_S = 3.0
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +178,8 @@ def _mqtt_publisher(
     if config.snapshot.enabled:
         publisher.subscribe("snapshot/request", inbox.on_snapshot_request)
     announcer = _home_assistant(config, publisher, detector)
-    return publisher.start(), inbox, announcer
+    publisher.start().wait_first_attempt(FIRST_CONNECT_WAIT_S)  # a refusal or an unreachable host ends it at once
+    return publisher, inbox, announcer
 
 
 def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Detector) -> DiscoveryAnnouncer | None:

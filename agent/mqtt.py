@@ -293,6 +293,7 @@ class MqttPublisher:
         self._refused = False
         self._acked = threading.Event()
         self._disconnected = threading.Event()
+        self._first_attempt = threading.Event()  # set once the first connection attempt succeeded or failed
 
     # -- the Publisher interface ---------------------------------------------------------------
 
@@ -305,6 +306,17 @@ class MqttPublisher:
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
         self._client.loop_start()
         return self
+
+    def wait_first_attempt(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the first connection attempt to end; True if it connected.
+
+        Lets a caller that is about to publish QoS 0 messages at once (the first frames of a
+        video) not lose them to the few milliseconds a connection takes, without waiting on a
+        broker that refuses or is down: a failed attempt ends the wait too.
+        """
+        self._first_attempt.wait(timeout_s)
+        with self._lock:
+            return self._connected
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish to `<topic_prefix>/<topic>`.
@@ -485,6 +497,7 @@ class MqttPublisher:
                 first, self._refused = not self._refused, True
             if first:
                 log.error("%s:%d refused the connection: %s; retrying", self.settings.host, self.settings.port, reason)
+            self._first_attempt.set()
             return
         with self._send_lock:
             # paho keeps its own copy of every QoS 1 message left unacknowledged by the previous
@@ -514,6 +527,7 @@ class MqttPublisher:
         if topics:
             client.subscribe([(topic, 1) for topic in topics])
         self._acked.set()
+        self._first_attempt.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError`, so the exception in flight is the reason.
@@ -528,6 +542,7 @@ class MqttPublisher:
                 reason,
                 max(1, math.ceil(self.settings.reconnect_max_s)),
             )
+        self._first_attempt.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
@@ -539,6 +554,7 @@ class MqttPublisher:
         self._disconnected.set()
         if not was_connected:
             self._closed_before_connack(closing, reason)
+            self._first_attempt.set()
             return
         if closing:
             log.info("disconnected from %s:%d", self.settings.host, self.settings.port)

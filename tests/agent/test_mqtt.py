@@ -117,6 +117,22 @@ def seqs(payloads: list[bytes]) -> list[int]:
     return [json.loads(p)["seq"] for p in payloads]
 
 
+def retained_for_a_new_subscriber(
+    observers: Callable[..., Observer], broker: Broker, topics: set[str]
+) -> dict[str, bytes]:
+    """The retained payloads a subscriber arriving now gets for `topics`.
+
+    A publisher that has just connected may still be handing its retained messages over; an
+    observer subscribed mid-way gets them live, with the retain flag off. So one observer first
+    waits until it has seen every topic, live or retained; the broker then holds them all.
+    """
+    live = observers(broker)
+    live.wait_for(f"messages on {sorted(topics)}", lambda: topics <= {m.topic for m in live.messages})
+    fresh = observers(broker)
+    fresh.wait_for(f"retained {sorted(topics)}", lambda: topics <= {m.topic for m in fresh.messages})
+    return {m.topic: m.payload for m in fresh.messages if m.retain and m.topic in topics}
+
+
 @pytest.fixture
 def observers() -> Iterator[Callable[..., Observer]]:
     made: list[Observer] = []
@@ -214,9 +230,9 @@ def test_online_retained_on_connect_and_stopped_on_close(tmp_path: Path, broker:
     outbox = Outbox(tmp_path / "outbox.db")
     publisher = publishers(settings(broker.port), outbox)
     wait_until("connected", lambda: publisher.health().connected)
-    late = observers(broker)  # subscribes after the fact: sees the retained value
-    late.wait_count(STATUS, 1)
-    assert late.on(STATUS)[0].payload == b"online" and late.on(STATUS)[0].retain
+    late = observers(broker)  # subscribes after the fact
+    assert late.wait_count(STATUS, 1) == [b"online"]
+    assert retained_for_a_new_subscriber(observers, broker, {STATUS}) == {STATUS: b"online"}
 
     started = time.monotonic()
     publisher.close(timeout=3.0)
@@ -303,10 +319,36 @@ def test_retained_stats_are_republished_after_a_broker_restart(
 
     broker.start()  # persistence is off: only a re-publish can bring the retained values back
     wait_until("reconnected", lambda: publisher.health().reconnects == 1, timeout=6.0)
-    observer = observers(broker)
-    observer.wait_for("retained stats and status", lambda: len(observer.messages) >= 2)
-    retained = {m.topic: m.payload for m in observer.messages if m.retain}
+    retained = retained_for_a_new_subscriber(observers, broker, {STATS, STATUS})
     assert retained == {STATS: b'{"fps":2}', STATUS: b"online"}
+
+
+def test_waiting_for_the_first_attempt_lets_the_first_qos0_message_through(
+    tmp_path: Path, broker: Broker, observers, publishers
+) -> None:
+    observer = observers(broker)
+    publisher = publishers(settings(broker.port), Outbox(tmp_path / "outbox.db"))
+    assert publisher.wait_first_attempt(5.0)
+    publisher.publish("detections", b"first", qos=0)  # sent at once: without the wait it could be dropped
+    observer.wait_for("first detections", lambda: observer.on(f"{PREFIX}/detections"))
+    assert publisher.health().extra["dropped_qos0"] == 0
+
+
+@pytest.mark.parametrize("reason", ["nothing listens", "bad credentials"])
+def test_a_failed_first_attempt_ends_the_wait_at_once(tmp_path: Path, publishers, reason: str) -> None:
+    if reason == "nothing listens":
+        target = settings(free_port())
+    else:
+        secured = Broker(tmp_path, allow_anonymous=False).start()
+        target = settings(secured.port, username="cam", password="wrong")
+    try:
+        publisher = publishers(target, Outbox(tmp_path / "outbox.db"))
+        started = time.monotonic()
+        assert not publisher.wait_first_attempt(10.0)
+        assert time.monotonic() - started < 5.0, "a failure must not wait out the whole timeout"
+    finally:
+        if reason != "nothing listens":
+            secured.stop()
 
 
 def test_unreachable_broker_neither_blocks_nor_raises(tmp_path: Path, publishers) -> None:
@@ -426,6 +468,4 @@ def test_retained_qos1_state_goes_out_once_per_connect_and_survives_restarts(
     broker.stop()  # acknowledged and gone from the outbox: now only the publisher's memory has it
     broker.start()
     wait_until("reconnected twice", lambda: publisher.health().reconnects == 2, timeout=6.0)
-    again = observers(broker)
-    again.wait_count(config, 1)
-    assert again.on(config)[0].payload == b"v2" and again.on(config)[0].retain
+    assert retained_for_a_new_subscriber(observers, broker, {config}) == {config: b"v2"}

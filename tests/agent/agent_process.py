@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -268,9 +269,15 @@ class Observer:
 
 
 def retained(host: str, port: int, device_id: str, names: tuple[str, ...], timeout: float = 5.0) -> dict[str, Message]:
-    """What a client subscribing now is given as retained, by topic name (waits until each of `names` came)."""
-    observer = Observer(host, port, device_id, timeout=timeout)
-    try:
+    """What a client subscribing now is given as retained, by topic name (waits until each of `names` came).
+
+    A publisher that has just connected may still be handing its retained messages over, and a
+    subscriber arriving mid-way gets them live, with the retain flag off. So a first observer waits
+    until each of `names` has passed, live or retained; the broker then holds them for the second.
+    """
+    with closing(Observer(host, port, device_id, timeout=timeout)) as first:
+        first.wait_for(f"messages on {', '.join(names)}", lambda: all(first.on(name) for name in names), timeout)
+    with closing(Observer(host, port, device_id, timeout=timeout)) as observer:
         observer.wait_for(
             f"retained {', '.join(names)}",
             lambda: all(any(m.retain for m in observer.on(name)) for name in names),
@@ -278,8 +285,6 @@ def retained(host: str, port: int, device_id: str, names: tuple[str, ...], timeo
         )
         time.sleep(0.2)  # anything else retained comes in the same burst
         return {m.name: m for m in list(observer.messages) if m.retain}
-    finally:
-        observer.close()
 
 
 def outbox_events(state_dir: Path) -> list[dict[str, Any]]:

@@ -27,10 +27,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
 from agent.outbox import Outbox, OutboxError, OutboxMessage
+from tests.agent.agent_process import Message, retained
 from tests.broker import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "yolo-edge/cam1"
+DEVICE = "cam1"
+PREFIX = f"yolo-edge/{DEVICE}"
 STATUS = f"{PREFIX}/status"
 EVENTS = f"{PREFIX}/events"
 STATS = f"{PREFIX}/stats"
@@ -117,20 +119,8 @@ def seqs(payloads: list[bytes]) -> list[int]:
     return [json.loads(p)["seq"] for p in payloads]
 
 
-def retained_for_a_new_subscriber(
-    observers: Callable[..., Observer], broker: Broker, topics: set[str]
-) -> dict[str, bytes]:
-    """The retained payloads a subscriber arriving now gets for `topics`.
-
-    A publisher that has just connected may still be handing its retained messages over; an
-    observer subscribed mid-way gets them live, with the retain flag off. So one observer first
-    waits until it has seen every topic, live or retained; the broker then holds them all.
-    """
-    live = observers(broker)
-    live.wait_for(f"messages on {sorted(topics)}", lambda: topics <= {m.topic for m in live.messages})
-    fresh = observers(broker)
-    fresh.wait_for(f"retained {sorted(topics)}", lambda: topics <= {m.topic for m in fresh.messages})
-    return {m.topic: m.payload for m in fresh.messages if m.retain and m.topic in topics}
+def payload_by_name(messages: dict[str, Message]) -> dict[str, bytes]:
+    return {name: message.payload for name, message in messages.items()}
 
 
 @pytest.fixture
@@ -232,7 +222,7 @@ def test_online_retained_on_connect_and_stopped_on_close(tmp_path: Path, broker:
     wait_until("connected", lambda: publisher.health().connected)
     late = observers(broker)  # subscribes after the fact
     assert late.wait_count(STATUS, 1) == [b"online"]
-    assert retained_for_a_new_subscriber(observers, broker, {STATUS}) == {STATUS: b"online"}
+    assert payload_by_name(retained(broker.host, broker.port, DEVICE, ("status",))) == {"status": b"online"}
 
     started = time.monotonic()
     publisher.close(timeout=3.0)
@@ -306,9 +296,7 @@ def test_messages_left_by_a_killed_process_are_delivered_in_order_by_the_next(
     wait_until("outbox empty", lambda: outbox.count() == 0)
 
 
-def test_retained_stats_are_republished_after_a_broker_restart(
-    tmp_path: Path, broker: Broker, observers, publishers
-) -> None:
+def test_retained_stats_are_republished_after_a_broker_restart(tmp_path: Path, broker: Broker, publishers) -> None:
     publisher = publishers(settings(broker.port), Outbox(tmp_path / "outbox.db"))
     wait_until("connected", lambda: publisher.health().connected)
     publisher.publish("stats", b'{"fps":1}', qos=0, retain=True)
@@ -319,8 +307,8 @@ def test_retained_stats_are_republished_after_a_broker_restart(
 
     broker.start()  # persistence is off: only a re-publish can bring the retained values back
     wait_until("reconnected", lambda: publisher.health().reconnects == 1, timeout=6.0)
-    retained = retained_for_a_new_subscriber(observers, broker, {STATS, STATUS})
-    assert retained == {STATS: b'{"fps":2}', STATUS: b"online"}
+    kept = retained(broker.host, broker.port, DEVICE, ("stats", "status"))
+    assert payload_by_name(kept) == {"stats": b'{"fps":2}', "status": b"online"}
 
 
 def test_waiting_for_the_first_attempt_lets_the_first_qos0_message_through(
@@ -468,4 +456,7 @@ def test_retained_qos1_state_goes_out_once_per_connect_and_survives_restarts(
     broker.stop()  # acknowledged and gone from the outbox: now only the publisher's memory has it
     broker.start()
     wait_until("reconnected twice", lambda: publisher.health().reconnects == 2, timeout=6.0)
-    assert retained_for_a_new_subscriber(observers, broker, {config}) == {config: b"v2"}
+    assert payload_by_name(retained(broker.host, broker.port, DEVICE, ("config",))) == {
+        "config": b"v2",
+        "status": b"online",
+    }

@@ -150,7 +150,7 @@ def describe_connect_error(error: BaseException | None, settings: MqttSettings) 
     if isinstance(error, ssl.SSLError):
         return f"TLS: {error}; does the broker expect TLS on port {settings.port}, and a client certificate?"
     hint = closed_early_hint(settings) if isinstance(error, (ConnectionResetError, BrokenPipeError)) else ""
-    return f"{error or type(error).__name__}{hint}"
+    return f"{str(error) or type(error).__name__}{hint}"  # ConnectionResetError() says nothing by itself
 
 
 def closed_early_hint(settings: MqttSettings) -> str:

@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
+from agent.mqtt import MqttPublisher, MqttSettings, describe_connect_error, probe_broker
 from agent.outbox import Outbox, OutboxError, OutboxMessage
 from tests.agent.agent_process import Message, retained
 from tests.broker import Broker, free_port
@@ -174,7 +174,7 @@ PUBLISHER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
+from agent.mqtt import MqttPublisher, MqttSettings, describe_connect_error, probe_broker
 from agent.outbox import Outbox
 
 port, db, count, wait_connected = int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
@@ -460,3 +460,15 @@ def test_retained_qos1_state_goes_out_once_per_connect_and_survives_restarts(
         "config": b"v2",
         "status": b"online",
     }
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "[Errno 111] Connection refused"),
+        (ConnectionResetError(), "ConnectionResetError"),  # no message of its own: the type says what happened
+        (None, "no reason given"),
+    ],
+)
+def test_a_connect_error_is_never_described_by_an_empty_line(error: BaseException | None, expected: str) -> None:
+    assert describe_connect_error(error, settings(1883)) == expected

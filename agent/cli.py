@@ -162,7 +162,8 @@ def _runtime_settings(config: AgentConfig) -> RuntimeSettings:
 def _mqtt_publisher(
     config: AgentConfig, stack: ExitStack, detector: Detector
 ) -> tuple[MqttPublisher, CommandInbox, DiscoveryAnnouncer | None]:
-    """The started MQTT publisher, the inbox its command topics feed, and the discovery announcer (if on)."""
+    """The started MQTT publisher (its first connection attempt over, or FIRST_CONNECT_WAIT_S gone), the
+    inbox its command topics feed, and the discovery announcer (if on)."""
     from agent.mqtt import MqttPublisher, MqttSettings
     from agent.outbox import Outbox
 

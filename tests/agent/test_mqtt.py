@@ -174,7 +174,7 @@ PUBLISHER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from agent.mqtt import MqttPublisher, MqttSettings, describe_connect_error, probe_broker
+from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
 from agent.outbox import Outbox
 
 port, db, count, wait_connected = int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
@@ -322,21 +322,20 @@ def test_waiting_for_the_first_attempt_lets_the_first_qos0_message_through(
     assert publisher.health().extra["dropped_qos0"] == 0
 
 
-@pytest.mark.parametrize("reason", ["nothing listens", "bad credentials"])
-def test_a_failed_first_attempt_ends_the_wait_at_once(tmp_path: Path, publishers, reason: str) -> None:
-    if reason == "nothing listens":
-        target = settings(free_port())
-    else:
-        secured = Broker(tmp_path, allow_anonymous=False).start()
-        target = settings(secured.port, username="cam", password="wrong")
+def test_a_failed_first_attempt_ends_the_wait_at_once(tmp_path: Path, publishers) -> None:
+    secured = Broker(tmp_path, allow_anonymous=False).start()
     try:
-        publisher = publishers(target, Outbox(tmp_path / "outbox.db"))
-        started = time.monotonic()
-        assert not publisher.wait_first_attempt(10.0)
-        assert time.monotonic() - started < 5.0, "a failure must not wait out the whole timeout"
+        failing = {
+            "nothing listens": settings(free_port()),
+            "bad credentials": settings(secured.port, username="cam", password="wrong"),
+        }
+        for index, (reason, target) in enumerate(failing.items()):
+            publisher = publishers(target, Outbox(tmp_path / f"outbox-{index}.db"))
+            started = time.monotonic()
+            assert not publisher.wait_first_attempt(10.0), reason
+            assert time.monotonic() - started < 5.0, f"{reason}: a failure must not wait out the whole timeout"
     finally:
-        if reason != "nothing listens":
-            secured.stop()
+        secured.stop()
 
 
 def test_unreachable_broker_neither_blocks_nor_raises(tmp_path: Path, publishers) -> None:

@@ -17,14 +17,23 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.active_bundle import StartupModel, load_startup_model
 from agent.bundle import BundleError
-from agent.capture import SourceError
-from agent.commands import CommandInbox
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.deployment import Deployer, DeploySettings
-from agent.detector import Detector, LoadReport, label_ids, load_detector
-from agent.discovery import (
+from agent.control.commands import CommandInbox
+from agent.control.deploy.active_bundle import StartupModel, load_startup_model
+from agent.control.deploy.deployer import Deployer, DeploySettings
+from agent.control.remote_settings import RuntimeSettings
+from agent.pipeline.capture import SourceError
+from agent.pipeline.detector import Detector, LoadReport, label_ids, load_detector
+from agent.pipeline.inference import ModelLoadError
+from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.pipeline.precision_cache import PrecisionCache
+from agent.pipeline.results import FrameResult
+from agent.pipeline.snapshot import SnapshotSettings
+from agent.pipeline.sources import open_source
+from agent.system.notify import SystemdNotifier
+from agent.transport import topics
+from agent.transport.discovery import (
     DiscoveryAnnouncer,
     DiscoveryDevice,
     classes_of_interest,
@@ -33,21 +42,13 @@ from agent.discovery import (
     package_version,
     project_url,
 )
-from agent.fleet import add_fleet_parser, command_fleet
-from agent.inference import ModelLoadError
-from agent.notify import SystemdNotifier
-from agent.outbox import OutboxError
-from agent.payloads import dumps
-from agent.precision_cache import PrecisionCache
-from agent.publisher import Publisher, StdoutPublisher
-from agent.remote_settings import RuntimeSettings
-from agent.results import FrameResult
-from agent.runner import AgentLoop, LoopSettings
-from agent.snapshot import SnapshotSettings
-from agent.sources import open_source
+from agent.transport.outbox import OutboxError
+from agent.transport.payloads import dumps
+from agent.transport.publisher import Publisher, StdoutPublisher
+from fleet.cli import add_fleet_parser, command_fleet
 
 if TYPE_CHECKING:  # paho is imported only where MQTT is used: a dry run and `bench` never load it
-    from agent.mqtt import MqttPublisher
+    from agent.transport.mqtt import MqttPublisher
 
 log = logging.getLogger("yolo_edge.agent")
 
@@ -146,10 +147,10 @@ def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupMod
     deployer = Deployer(
         DeploySettings.from_config(config.deploy, config.agent.state_dir),
         lambda path: _detector(config, path)[0],
-        lambda payload, retain: publisher.publish("deploy/state", payload, qos=0, retain=retain),
+        lambda payload, retain: publisher.publish(topics.DEPLOY_STATE, payload, qos=0, retain=retain),
         startup,
     )
-    publisher.subscribe("deploy", deployer.on_deploy)
+    publisher.subscribe(topics.DEPLOY, deployer.on_deploy)
     return deployer
 
 
@@ -164,8 +165,9 @@ def _mqtt_publisher(
 ) -> tuple[MqttPublisher, CommandInbox, DiscoveryAnnouncer | None]:
     """The started MQTT publisher (its first connection attempt over, or FIRST_CONNECT_WAIT_S gone), the
     inbox its command topics feed, and the discovery announcer (if on)."""
-    from agent.mqtt import MqttPublisher, MqttSettings
-    from agent.outbox import Outbox
+    from agent.transport.connection import MqttSettings
+    from agent.transport.mqtt import MqttPublisher
+    from agent.transport.outbox import Outbox
 
     mqtt, agent = config.mqtt, config.agent
     outbox = stack.enter_context(
@@ -173,11 +175,11 @@ def _mqtt_publisher(
     )
     publisher = MqttPublisher(MqttSettings.from_config(mqtt), outbox)
     # Replies are QoS 0: commands from the network must not be able to fill the outbox that holds the events.
-    inbox = CommandInbox(detector.names, lambda payload: publisher.publish("set/result", payload, qos=0))
+    inbox = CommandInbox(detector.names, lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0))
     if config.remote.settings:
-        publisher.subscribe("set", inbox.on_set)
+        publisher.subscribe(topics.SET, inbox.on_set)
     if config.snapshot.enabled:
-        publisher.subscribe("snapshot/request", inbox.on_snapshot_request)
+        publisher.subscribe(topics.SNAPSHOT_REQUEST, inbox.on_snapshot_request)
     announcer = _home_assistant(config, publisher, detector)
     publisher.start().wait_first_attempt(FIRST_CONNECT_WAIT_S)  # a refusal or an unreachable host ends it at once
     return publisher, inbox, announcer
@@ -197,7 +199,7 @@ def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Det
     announcer = DiscoveryAnnouncer(
         lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, dumps(discovery_payload(device))
     )
-    publisher.subscribe(f"{ha.discovery_prefix}/status", announcer.on_ha_status, absolute=True)
+    publisher.subscribe(f"{ha.discovery_prefix}/{topics.HA_STATUS}", announcer.on_ha_status, absolute=True)
     announcer.announce()  # retained: the publisher also sends it again on every connect
     return announcer
 
@@ -286,17 +288,18 @@ def command_check(config: AgentConfig) -> int:
         print(f"model: the deployed bundle {startup.path} ([model] path is the fallback)")
     elif startup.fallback_reason is not None:
         print(f"model: [model] path {startup.path}; {startup.fallback_reason}")
-    from agent.mqtt import MqttSettings, probe_broker
+    from agent.transport.connection import MqttSettings, probe_broker
 
     probe_broker(MqttSettings.from_config(config.mqtt), CHECK_TIMEOUT_S)
     print(f"broker: ok ({config.mqtt.host}:{config.mqtt.port})")
-    print(f"topics: {config.mqtt.prefix}/{config.mqtt.device_id}/{{status,detections,events,stats}}")
+    shown = ",".join((topics.STATUS, topics.DETECTIONS, topics.EVENTS, topics.STATS))
+    print(f"topics: {config.mqtt.prefix}/{config.mqtt.device_id}/{{{shown}}}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "fleet":  # the operator's tool: no model or source, its own broker options (agent/fleet.py)
+    if args.command == "fleet":  # the operator's tool: no model or source, its own broker options (fleet/cli.py)
         return command_fleet(args)
     try:
         config = load_config(args.config, overrides=_overrides(args), require_model=True)
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(config, args.max_frames, args.dry_run)
         if args.command == "check":
             return command_check(config)
-        from agent.bench import command_bench
+        from agent.pipeline.bench import command_bench
 
         return command_bench(config, args.frames, args.source)
     except (SourceError, BundleError, ModelLoadError, OutboxError) as error:

@@ -4,7 +4,7 @@
                                      [--weights PT] [--bundle DIR] [--soak N] [--out benchmarks/results]
     python -m benchmarks.agent_bench --stages fp32,int8 [--stage-threads 1,2] [--imgsz 320] ...
 
-Follows DESIGN.md "How the benchmarks compare": every figure that has a target is a RATIO of
+Follows the README's "how the benchmarks compare" (docs/benchmarks.md): every figure that has a target is a RATIO of
 contenders measured side by side in this run, on the same generated video, the same FP32 model
 and the same onnxruntime thread count, alternating between contenders (the order rotates every
 round) and taking the median of the per-round ratios. Absolute fps on a shared machine drift;
@@ -12,7 +12,7 @@ the ratios are what to read.
 
 Contenders (every table says which row is which):
   bare        InferenceModel.run() on tensors letterboxed before timing: inference and nothing else
-  agent-inproc  AgentLoop (runner.py) with the real source thread, detector and a publisher that
+  agent-inproc  AgentLoop (agent/pipeline/loop.py) with the real source thread, detector and a publisher that
                 builds every payload and then discards it; no process start-up
   agent-fp32  `yolo-edge-agent run --dry-run --precision fp32` in its own process
   ultralytics `YOLO(model.onnx, task="detect")(frame)` per frame in its own process
@@ -54,15 +54,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from agent.board import cpu_model, rss_mb
 from agent.bundle import load_bundle
-from agent.detector import load_detector
-from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
-from agent.letterbox import Letterbox
-from agent.publisher import PublisherHealth
-from agent.results import STAGES, FrameResult
-from agent.runner import AgentLoop, LoopSettings
-from agent.sources import open_source
+from agent.pipeline.detector import load_detector
+from agent.pipeline.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
+from agent.pipeline.letterbox import Letterbox
+from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.pipeline.results import STAGES, FrameResult
+from agent.pipeline.sources import open_source
+from agent.system.board import cpu_model, rss_mb
+from agent.transport.publisher import PublisherHealth
 from benchmarks.arguments import int_list
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.machine import load_average

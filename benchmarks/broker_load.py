@@ -5,7 +5,7 @@
                                      [--out benchmarks/results]
 
 Each simulated agent is the agent minus the camera and the model: the real frame loop
-(agent/runner.py AgentLoop: presence tracker, payload builders, events through
+(agent/pipeline/loop.py AgentLoop: presence tracker, payload builders, events through
 publish_sequenced, presence, stats) publishing through the real MqttPublisher with its own
 client id and its own durable SQLite outbox in its own state directory. Only two things are
 stand-ins: a source that hands out a frame every 1/fps seconds like a camera, and a detector
@@ -25,7 +25,7 @@ would share one GIL, and its queueing would show up as latency that no real agen
 has. The report states how it was run.
 
 Nagle's algorithm makes a small message that follows another on the same connection wait for a
-delayed ACK (about 40 ms on Linux). The agent turns it off on its own socket (agent/mqtt.py), and
+delayed ACK (about 40 ms on Linux). The agent turns it off on its own socket (agent/transport/mqtt.py), and
 the Mosquitto config the project ships (systemd/mosquitto-yolo-edge.conf) sets set_tcp_nodelay
 true, so that is the default here (--tcp-nodelay broker). --tcp-nodelay off measures Mosquitto as
 Debian ships it; clients and all also turn it off on the receiver's socket (a subscriber such as
@@ -62,14 +62,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.board import cpu_model
-from agent.detections import Detections
-from agent.detector import ModelIdentity
-from agent.frames import Frame
-from agent.mqtt import MqttPublisher, MqttSettings
-from agent.outbox import Outbox
-from agent.publisher import PublisherHealth
-from agent.runner import AgentLoop, LoopSettings
+from agent.pipeline.detections import Detections
+from agent.pipeline.detector import ModelIdentity
+from agent.pipeline.frames import Frame
+from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.system.board import cpu_model
+from agent.transport.connection import MqttSettings
+from agent.transport.mqtt import MqttPublisher
+from agent.transport.outbox import Outbox
+from agent.transport.publisher import PublisherHealth
 from benchmarks.machine import load_average, logical_cpus
 from benchmarks.mosquitto import Broker, mosquitto_binary
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
@@ -373,9 +374,9 @@ def run_worker(spec: WorkerSpec, messages: Any, go: Any) -> WorkerReport:
     image = np.zeros((*FRAME_HW, 3), np.uint8)  # never read by the stand-in detector; gives the frame its size
     agents = [SimulatedAgent(d, spec, spec.seed * 1000 + i, image) for i, d in enumerate(spec.devices)]
     for agent in agents:
-        agent.publisher.inner.start()
+        agent.transport.publisher.inner.start()
     deadline = time.monotonic() + READY_TIMEOUT_S / 2
-    while not all(agent.publisher.health().connected for agent in agents):
+    while not all(agent.transport.publisher.health().connected for agent in agents):
         if time.monotonic() > deadline:
             raise RuntimeError(f"worker {spec.index}: not every agent connected to {spec.host}:{spec.port}")
         time.sleep(0.05)
@@ -919,7 +920,7 @@ def plot(path: Path, run: LoadRun) -> None:
 
 
 NAGLE = {
-    "off": "The agents turn Nagle's algorithm off on their own sockets (TCP_NODELAY, agent/mqtt.py); Mosquitto as "
+    "off": "The agents turn Nagle's algorithm off on their own sockets (TCP_NODELAY, agent/transport); Mosquitto as "
     "Debian ships it (set_tcp_nodelay false) and the receiver (paho as shipped) keep it on. A small message written "
     "while the previous one on the same connection is not yet acknowledged waits for that ACK, which the peer's "
     "delayed ACK can hold back about 40 ms on Linux: here, the broker's stream to the subscriber.",

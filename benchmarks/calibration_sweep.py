@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.inference import default_threads
+from agent.pipeline.inference import default_threads
 from benchmarks.arguments import int_list
 from benchmarks.converter_bench import FIXTURE_WEIGHTS, TARGET_MAP_DROP, run_convert
 from benchmarks.fixture.make_shapes import SPLITS, write_dataset

@@ -8,7 +8,7 @@ One run on this machine measures the issue's targets side by side:
   accuracy   the real `yolo-edge-convert` on the fixture (its labelled val split): INT8 mAP50-95
              drop against FP32, in points, as the bundle's manifest records it
   speed      FP32 and INT8 from that bundle, the same letterboxed val image, same thread count,
-             the models taking turns in blocks of runs (agent.inference.median_latencies_ms); the
+             the models taking turns in blocks of runs (agent.pipeline.inference.median_latencies_ms); the
              ratio of median latencies, for 1 thread and for all cores. "all nodes INT8" quantizes
              the head's decoding tail too (which wrecks its scores): the ceiling that keeping the
              tail in float32 gives up
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.bundle import load_bundle, verify_model_file
-from agent.inference import (
+from agent.pipeline.inference import (
     TIMING_BLOCK_RUNS,
     InferenceModel,
     cpu_has_vnni,
@@ -42,7 +42,7 @@ from agent.inference import (
     is_x86,
     median_latencies_ms,
 )
-from agent.letterbox import Letterbox
+from agent.pipeline.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 from converter.images import SkipCounter, open_source

@@ -1,4 +1,4 @@
-"""What every benchmark report states about the machine it ran on (the CPU: agent.board.cpu_model)."""
+"""What every benchmark report states about the machine it ran on (the CPU: agent.system.board.cpu_model)."""
 
 from __future__ import annotations
 

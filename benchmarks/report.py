@@ -30,8 +30,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from agent.board import cpu_model
-from agent.inference import default_threads
+from agent.pipeline.inference import default_threads
+from agent.system.board import cpu_model
 from benchmarks.machine import load_average, logical_cpus
 from benchmarks.tables import Table, render_markdown
 

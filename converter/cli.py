@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from agent.bundle import BundleError
-from agent.inference import ModelLoadError
+from agent.pipeline.inference import ModelLoadError
 from converter.archive import BundleArchive, write_archive
 from converter.errors import ConvertError
 from converter.export import HEAD_CHOICES

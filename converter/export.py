@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from agent.bundle import sha256_file
-from agent.inference import infer_head
+from agent.pipeline.inference import infer_head
 from converter.errors import ConvertError
 
 # onnxruntime's static quantization does not handle opset 21 and newer.

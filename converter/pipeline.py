@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MODEL_FILE_NAMES, REPORT_NAME, describe_file
-from agent.inference import default_threads
-from agent.letterbox import DEFAULT_PAD_VALUE, Letterbox
+from agent.pipeline.inference import default_threads
+from agent.pipeline.letterbox import DEFAULT_PAD_VALUE, Letterbox
 from converter.bundle_writer import check_destination, publish_bundle, staging_directory, write_manifest
 from converter.errors import ConvertError
 from converter.export import export_model

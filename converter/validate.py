@@ -3,10 +3,10 @@
 With labels: mAP50 and mAP50-95 of each precision. Without labels: INT8 is
 scored against FP32's own detections. Latency is timed after scoring, on the last
 image's tensor: the median of LATENCY_RUNS onnxruntime `run` calls per precision, the
-precisions taking turns in blocks (agent.inference.median_latencies_ms says why not run by run).
+precisions taking turns in blocks (agent.pipeline.inference.median_latencies_ms says why not run by run).
 
 On an x86 host without VNNI, onnxruntime's fast INT8 kernel is inexact (see
-agent.inference.session_options), so INT8 accuracy is scored from a second, exact
+agent.pipeline.inference.session_options), so INT8 accuracy is scored from a second, exact
 session: the figure the Raspberry Pi (ARM, exact arithmetic) will reach. Latency
 still comes from the fast session.
 """
@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.detections import Detections
-from agent.inference import InferenceModel, cpu_has_vnni, is_x86, median_latencies_ms
-from agent.letterbox import Letterbox
-from agent.postprocess import Postprocessor, PostprocessSettings
+from agent.pipeline.detections import Detections
+from agent.pipeline.inference import InferenceModel, cpu_has_vnni, is_x86, median_latencies_ms
+from agent.pipeline.letterbox import Letterbox
+from agent.pipeline.postprocess import Postprocessor, PostprocessSettings
 from converter.images import LabelledImage
 from converter.metrics import ImageEval, agreement, evaluate_detections
 

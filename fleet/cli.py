@@ -1,8 +1,10 @@
-"""`yolo-edge-agent fleet`: the devices on a broker as a table, and one `set` or `deploy` sent to several.
+"""`yolo-edge-fleet`: the devices on a broker as a table, and one `set` or `deploy` sent to several.
 
-    yolo-edge-agent fleet [list]                     status, fps, latency, model, outbox, deploy state
-    yolo-edge-agent fleet set DEVICE... --json '{"confidence": 0.5}'
-    yolo-edge-agent fleet deploy DEVICE... --url URL --sha256 HEX
+    yolo-edge-fleet [list]                     status, fps, latency, model, outbox, deploy state
+    yolo-edge-fleet set DEVICE... --json '{"confidence": 0.5}'
+    yolo-edge-fleet deploy DEVICE... --url URL --sha256 HEX
+
+`yolo-edge-agent fleet ...` is the same command under the agent's name (an alias kept for scripts).
 
 Everything comes from what the devices publish retained (`status`, `stats`, `settings`,
 `deploy/state`), so the command needs no registry of its own: it subscribes for `--wait`
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
-from agent.fleet_view import (
+from agent.transport import topics
+from fleet.view import (
     LIST_TOPICS,
     DeviceView,
     Outcome,
@@ -42,8 +44,10 @@ from agent.fleet_view import (
 )
 
 if TYPE_CHECKING:  # paho is loaded only when a fleet command really runs
-    from agent.fleet_client import FleetClient
+    from agent.transport.session import MqttSession
 
+PROG = "yolo-edge-fleet"
+ALIAS_PROG = "yolo-edge-agent fleet"  # the name its error lines carry when run through the agent
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 CONNECT_TIMEOUT_S = 5.0
@@ -85,11 +89,10 @@ def _targets(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="every device whose status is online")
 
 
-def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
-    """`fleet` and its actions, on the agent's command parser."""
-    fleet = commands.add_parser("fleet", help="list the devices on the broker; send set or deploy to several")
-    _connection_options(fleet)
-    actions = fleet.add_subparsers(dest="action")
+def _add_actions(parser: argparse.ArgumentParser) -> None:
+    """The broker options and the actions (list, set, deploy) on `parser`."""
+    _connection_options(parser)
+    actions = parser.add_subparsers(dest="action")
     _connection_options(actions.add_parser("list", help="a table of devices (the default)"))
     change = actions.add_parser("set", help="send runtime settings and report each device's set/result")
     _targets(change)
@@ -102,6 +105,28 @@ def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
     deploy.add_argument("--sha256", required=True, help="sha256 of the archive (64 hex digits)")
     deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the outcome (300)")
     _connection_options(deploy)
+
+
+def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
+    """`fleet` on the agent's command parser: the alias `yolo-edge-agent fleet` of yolo-edge-fleet."""
+    description = "The operator's tool; the same as yolo-edge-fleet."
+    _add_actions(
+        commands.add_parser(
+            "fleet", help="list the devices on the broker; send set or deploy to several", description=description
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="The devices on an MQTT broker: list them, send set or deploy to several."
+    )
+    _add_actions(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_fleet(build_parser().parse_args(argv), PROG)
 
 
 def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
@@ -167,27 +192,23 @@ def _request(args: argparse.Namespace) -> Request:
     return Request(action, target, payload, _seconds(args, "wait", 2.0), _seconds(args, "timeout", 1.0))
 
 
-def command_fleet(args: argparse.Namespace) -> int:
+def command_fleet(args: argparse.Namespace, prog: str = ALIAS_PROG) -> int:
     """Run one fleet action; every error a user can cause is one line on stderr and exit code 2."""
     try:
         request = _request(args)
         mqtt = _mqtt_config(args)
-        from agent.fleet_client import FleetClient
-        from agent.mqtt import MqttSettings
+        from fleet.client import fleet_session
 
-        # A client id of its own: run on a Pi, the device id would make the broker drop the agent.
-        client_id = f"yolo-edge-fleet-{os.getpid()}-{os.urandom(3).hex()}"
-        settings = replace(MqttSettings.from_config(mqtt), client_id=client_id, topic_prefix=mqtt.prefix)
-        with FleetClient(settings, CONNECT_TIMEOUT_S) as client:
+        with fleet_session(mqtt, CONNECT_TIMEOUT_S) as client:
             result = _run(client, mqtt.prefix, request)
     except UsageError as error:
-        print(f"yolo-edge-agent fleet: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as error:
-        print(f"yolo-edge-agent fleet: config error: {error}", file=sys.stderr)
+        print(f"{prog}: config error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as error:
-        print(f"yolo-edge-agent fleet: broker error: {error}", file=sys.stderr)
+        print(f"{prog}: broker error: {error}", file=sys.stderr)
         return EXIT_USAGE
     as_json = getattr(args, "format", "table") == "json"
     if request.action == "list":
@@ -205,20 +226,20 @@ def command_fleet(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
 
 
-def _run(client: FleetClient, prefix: str, request: Request) -> list[DeviceView] | list[Outcome]:
+def _run(client: MqttSession, prefix: str, request: Request) -> list[DeviceView] | list[Outcome]:
     """The devices (list) or each device's outcome (set, deploy)."""
     if request.action == "list":
         client.subscribe([f"{prefix}/+/{kind}" for kind in LIST_TOPICS])
         return devices_from(client.messages(time.monotonic() + request.wait), prefix)
-    kind = "set/result" if request.action == "set" else "deploy/state"
-    client.subscribe([f"{prefix}/+/status", f"{prefix}/+/{kind}"])
+    kind = topics.SET_RESULT if request.action == "set" else topics.DEPLOY_STATE
+    client.subscribe([f"{prefix}/+/{topics.STATUS}", f"{prefix}/+/{kind}"])
     devices, statuses = _resolve(client, prefix, request.target, request.wait)
     if request.action == "set":
         return _set(client, prefix, devices, request.payload, request.timeout, statuses)
     return _deploy(client, prefix, devices, request.payload, request.timeout, statuses)
 
 
-def _resolve(client: FleetClient, prefix: str, target: Target, wait: float) -> tuple[list[str], dict[str, str]]:
+def _resolve(client: MqttSession, prefix: str, target: Target, wait: float) -> tuple[list[str], dict[str, str]]:
     """The devices to command and the status of every device seen so far.
 
     Named devices need no collection window (their statuses are only shown in a timeout's detail,
@@ -246,22 +267,22 @@ def _timed_out(device: str, timeout: float, statuses: dict[str, str]) -> Outcome
 
 
 def _set(
-    client: FleetClient, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
+    client: MqttSession, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
 ) -> list[Outcome]:
     """Publish `set` to each device; each one's first `set/result` that answers it, or a timeout."""
     sent_keys = frozenset(json.loads(payload))
     for device in devices:
-        client.publish(f"{prefix}/{device}/set", payload)
+        client.publish(topics.device_topic(prefix, device, topics.SET), payload)
     answers: dict[str, Outcome] = {}
     for message in client.messages(time.monotonic() + timeout):
         where = split_topic(message.topic, prefix)
         if where is None:
             continue
         device, kind = where
-        if kind == "status":
+        if kind == topics.STATUS:
             statuses[device] = parse_status(message.payload)
             continue
-        if kind != "set/result" or message.retained or device not in devices or device in answers:
+        if kind != topics.SET_RESULT or message.retained or device not in devices or device in answers:
             continue
         outcome = parse_set_result(message.payload) if answers_set(message.payload, sent_keys) else None
         if outcome is not None:
@@ -273,21 +294,21 @@ def _set(
 
 
 def _deploy(
-    client: FleetClient, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
+    client: MqttSession, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
 ) -> list[Outcome]:
     """Publish `deploy` to each device and follow its `deploy/state` until active, failed or rolled_back."""
     sha256 = json.loads(payload)["sha256"]
     for device in devices:
-        client.publish(f"{prefix}/{device}/deploy", payload)
+        client.publish(topics.device_topic(prefix, device, topics.DEPLOY), payload)
         _progress(device, "deploy sent")
     last: dict[str, str] = {}
     done: dict[str, Outcome] = {}
     for message in client.messages(time.monotonic() + timeout):
         where = split_topic(message.topic, prefix)
-        if where is not None and where[1] == "status":
+        if where is not None and where[1] == topics.STATUS:
             statuses[where[0]] = parse_status(message.payload)
         # Retained states are from earlier deploys; a state naming another archive is someone else's.
-        if where is None or where[1] != "deploy/state" or message.retained:
+        if where is None or where[1] != topics.DEPLOY_STATE or message.retained:
             continue
         device, state = where[0], parse_deploy_state(message.payload)
         if device not in devices or device in done or state is None or (state.sha256 or sha256).lower() != sha256:
@@ -307,3 +328,7 @@ def _last_seen(device: str, timeout: float, statuses: dict[str, str], last: dict
     if device not in last:
         return _timed_out(device, timeout, statuses)
     return Outcome(device, False, "timeout", f"still {last[device]} after {timeout:g} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """What `yolo-edge-agent fleet` knows about the devices on a broker, parsed from their own messages.
 
-Pure functions only (no MQTT here, see fleet_client.py), so the parsing and the table are tested on
+Pure functions only (no MQTT here, see agent/transport/session.py), so the parsing and the table are tested on
 literal payloads. Devices publish retained `status`, `stats`, `settings` and `deploy/state` under
-`<prefix>/<device>/` (DESIGN.md, README); whatever a payload lacks or gets wrong is shown as unknown,
+`<prefix>/<device>/` (docs/topics.md); whatever a payload lacks or gets wrong is shown as unknown,
 never raised: one odd device must not hide the rest of the fleet.
 """
 
@@ -15,20 +15,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from agent.transport import topics
+from agent.transport.session import Received
+
 STATUSES: tuple[str, ...] = ("online", "offline", "stopped")
 DEPLOY_DONE: tuple[str, ...] = ("active", "failed", "rolled_back")  # a deploy/state that ends a deploy
-LIST_TOPICS: tuple[str, ...] = ("status", "stats", "settings", "deploy/state")
+LIST_TOPICS: tuple[str, ...] = (topics.STATUS, topics.STATS, topics.SETTINGS, topics.DEPLOY_STATE)
 _SHOWN_CHARS = 40  # of a text from the network in one table cell
-
-
-@dataclass(frozen=True)
-class Received:
-    """One MQTT message as the fleet command saw it. at: time.time() on arrival; retained: from the broker's store."""
-
-    topic: str
-    payload: bytes
-    retained: bool
-    at: float
 
 
 @dataclass(frozen=True)
@@ -122,7 +115,7 @@ def parse_status(payload: bytes) -> str:
 
 
 def parse_stats(payload: bytes) -> StatsSummary | None:
-    """The table's view of a `stats` payload (agent/runner.py publish_stats); None if it is not a JSON object."""
+    """The table's view of a `stats` payload (agent/pipeline/loop.py publish_stats); None if it is not a JSON object."""
     body = _json_object(payload)
     if body is None:
         return None
@@ -153,7 +146,7 @@ def parse_deploy_state(payload: bytes) -> DeployState | None:
 
 
 def parse_set_result(payload: bytes) -> Outcome | None:
-    """A `set/result` payload (agent/remote_settings.py) as an outcome with device ""; None if unreadable."""
+    """A `set/result` payload (agent/control/remote_settings.py) as an outcome with device ""; None if unreadable."""
     body = _json_object(payload)
     if body is None or not isinstance(body.get("ok"), bool):
         return None

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from agent.payloads import dumps
-from agent.remote_settings import SettingsChange, SettingsRejected, parse_settings, rejected_payload
+from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings, rejected_payload
+from agent.transport.payloads import dumps
 
 log = logging.getLogger("yolo_edge.commands")
 

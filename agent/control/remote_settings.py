@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from agent.postprocess import PostprocessSettings
+from agent.pipeline.postprocess import PostprocessSettings
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 # Below this the systemd watchdog (WatchdogSec=30, pinged once per frame) would kill a healthy agent.

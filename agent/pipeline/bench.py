@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from agent.bundle import load_bundle
-from agent.capture import SourceError
 from agent.config import AgentConfig
-from agent.detector import load_detector
-from agent.sources import open_source
+from agent.pipeline.capture import SourceError
+from agent.pipeline.detector import load_detector
+from agent.pipeline.sources import open_source
 
 WARMUP_FRAMES = 3
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from agent.bundle import BundleError, load_bundle, sha256_file, verify_model_file
-from agent.detections import Detections
-from agent.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
-from agent.letterbox import DEFAULT_PAD_VALUE, Letterbox
-from agent.postprocess import Postprocessor, PostprocessSettings
-from agent.precision_cache import PrecisionCache, PrecisionChoice, choice_key
+from agent.pipeline.detections import Detections
+from agent.pipeline.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
+from agent.pipeline.letterbox import DEFAULT_PAD_VALUE, Letterbox
+from agent.pipeline.postprocess import Postprocessor, PostprocessSettings
+from agent.pipeline.precision_cache import PrecisionCache, PrecisionChoice, choice_key
 
 log = logging.getLogger("yolo_edge.model")
 

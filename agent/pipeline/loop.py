@@ -4,7 +4,7 @@ It knows the Publisher interface, not MQTT, and takes every collaborator as
 an argument, so tests run it with a real source, model and broker or with a
 stdout publisher. Commands from MQTT (settings changes, snapshot requests) reach
 it through a CommandInbox and are taken between two frames, on this thread; so is
-a newly deployed model (agent/deployment.py), which the loop switches to and
+a newly deployed model (agent/control/deploy/deployer.py), which the loop switches to and
 watches for a few frames before the old one is let go.
 """
 
@@ -19,21 +19,22 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.board import board_health
-from agent.commands import CommandInbox
-from agent.deployment import PROBATION_FRAMES, Deployer, ReadyBundle
-from agent.detections import Detections
-from agent.detector import Detector
-from agent.events import PresenceEvent, PresenceTracker
-from agent.frames import Frame
-from agent.model_probe import check_detections
-from agent.outbox import OutboxError
-from agent.payloads import detections_payload, dumps, event_payload, presence_payload
-from agent.publisher import Publisher
-from agent.remote_settings import RuntimeSettings, SettingsChange, SettingsRejected, accepted_payload
-from agent.results import FrameResult, StageTimings
-from agent.snapshot import SnapshotSettings, snapshot_jpeg
-from agent.stats import FrameCounters, StatsWindow
+from agent.control.commands import CommandInbox
+from agent.control.deploy.deployer import PROBATION_FRAMES, Deployer, ReadyBundle
+from agent.control.deploy.probe import check_detections
+from agent.control.remote_settings import RuntimeSettings, SettingsChange, SettingsRejected, accepted_payload
+from agent.pipeline.detections import Detections
+from agent.pipeline.detector import Detector
+from agent.pipeline.frames import Frame
+from agent.pipeline.results import FrameResult, StageTimings
+from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpeg
+from agent.pipeline.stats import FrameCounters, StatsWindow
+from agent.scene.presence import PresenceEvent, PresenceTracker
+from agent.system.board import board_health
+from agent.transport import topics
+from agent.transport.outbox import OutboxError
+from agent.transport.payloads import detections_payload, dumps, event_payload, presence_payload
+from agent.transport.publisher import Publisher
 
 log = logging.getLogger("yolo_edge.agent")
 
@@ -67,7 +68,7 @@ class _Probation:
 
 
 class FrameSourceLike(Protocol):
-    """What the loop needs from a source (agent/sources.py provides it)."""
+    """What the loop needs from a source (agent/pipeline/sources.py provides it)."""
 
     ended: bool
 
@@ -179,7 +180,7 @@ class AgentLoop:
         publishing = self.runtime is None or self.runtime.publish_detections
         if publishing and (len(detections) or self.settings.publish_empty):
             payload = detections_payload(result, self.detector.names, self.detector.identity.as_dict())
-            self.publisher.publish("detections", payload, qos=self.settings.detections_qos)
+            self.publisher.publish(topics.DETECTIONS, payload, qos=self.settings.detections_qos)
         events = self.tracker.update(detections, frame.captured_at, frame.frame_id)
         self._publish_events(events)
         if self.settings.snapshot is not None:
@@ -206,7 +207,7 @@ class AgentLoop:
         while self._unsent:
             event = self._unsent[0]
             try:
-                self.publisher.publish_sequenced("events", lambda seq, e=event: event_payload(e, seq), qos=1)
+                self.publisher.publish_sequenced(topics.EVENTS, lambda seq, e=event: event_payload(e, seq), qos=1)
             except OutboxError as error:
                 if not self._outbox_failing:
                     log.warning("events held in memory: %s", error)
@@ -224,17 +225,17 @@ class AgentLoop:
     def _publish_presence(self, ts: float | None = None) -> None:
         """Retained `presence`: what is present now, for dashboards that join late (Home Assistant's sensors)."""
         payload = presence_payload(self.tracker.counts, time.time() if ts is None else ts)
-        self.publisher.publish("presence", payload, qos=0, retain=True)
+        self.publisher.publish(topics.PRESENCE, payload, qos=0, retain=True)
 
     def _publish_snapshot(self, image: np.ndarray, detections: Detections) -> None:
         assert self.settings.snapshot is not None
         jpeg = snapshot_jpeg(image, detections, self.detector.names, self.settings.snapshot)
-        self.publisher.publish("snapshot", jpeg, qos=0, retain=True)
+        self.publisher.publish(topics.SNAPSHOT, jpeg, qos=0, retain=True)
         self._snapshot_wanted = False
 
     def _publish_settings(self) -> None:
         if self.runtime is not None:
-            self.publisher.publish("settings", dumps(self.runtime.as_dict()), qos=0, retain=True)
+            self.publisher.publish(topics.SETTINGS, dumps(self.runtime.as_dict()), qos=0, retain=True)
 
     def _take_commands(self) -> None:
         """Apply what arrived over MQTT since the last frame (this thread is the only one that touches the detector)."""
@@ -267,7 +268,7 @@ class AgentLoop:
         self.runtime = runtime
         log.info("settings changed: %s", dumps(change.as_dict()).decode())
         self._publish_settings()
-        self.publisher.publish("set/result", dumps(accepted_payload(time.time(), change, runtime)), qos=0)
+        self.publisher.publish(topics.SET_RESULT, dumps(accepted_payload(time.time(), change, runtime)), qos=0)
 
     # -- deployed models --------------------------------------------------------------------------
 
@@ -348,7 +349,7 @@ class AgentLoop:
             "source": _source_summary(source_health),
         }
         self.last_stats = stats
-        self.publisher.publish("stats", dumps(stats), qos=0, retain=True)
+        self.publisher.publish(topics.STATS, dumps(stats), qos=0, retain=True)
         if self.on_stats is not None:
             self.on_stats(stats)
 

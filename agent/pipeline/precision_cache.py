@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.board import cpu_model
+from agent.system.board import cpu_model
 
 log = logging.getLogger("yolo_edge.model")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.detections import Detections
+from agent.pipeline.detections import Detections
 
 STAGES: tuple[str, ...] = ("capture", "preprocess", "inference", "postprocess", "publish", "total")
 

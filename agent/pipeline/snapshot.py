@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.detections import Detections
+from agent.pipeline.detections import Detections
 
 # BGR, distinct on both light and dark scenes; class id picks one.
 PALETTE: tuple[tuple[int, int, int], ...] = (

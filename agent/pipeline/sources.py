@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from agent.capture import Backend, Capture, CaptureUnavailable, SourceError, resolve, to_bgr
-from agent.frames import Frame
+from agent.pipeline.capture import Backend, Capture, CaptureUnavailable, SourceError, resolve, to_bgr
+from agent.pipeline.frames import Frame
 
 __all__ = ["FrameSource", "SourceError", "SourceHealth", "open_source"]
 

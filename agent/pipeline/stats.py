@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.results import STAGES, StageTimings
+from agent.pipeline.results import STAGES, StageTimings
 
 # Bounded memory for very long windows: at 30 fps a 60 s window fits.
 MAX_SAMPLES = 4096

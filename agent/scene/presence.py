@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from agent.detections import Detections
+from agent.pipeline.detections import Detections
 
 EventType = Literal["start", "update", "end"]
 

@@ -1,6 +1,6 @@
-"""MQTT transport for the Publisher interface; with fleet_client.py (the operator's side) the only paho importer.
+"""MQTT transport for the Publisher interface: the agent's publisher with its durable outbox hand-over.
 
-QoS 1 messages go through the durable outbox (agent/outbox.py): stored first, handed
+QoS 1 messages go through the durable outbox (agent/transport/outbox.py): stored first, handed
 to paho when connected, deleted on PUBACK. On every connect the publisher announces
 `status` = `online`, re-publishes the retained state it holds (the broker may have
 restarted without persistence) and then hands over every pending outbox message in id
@@ -15,235 +15,33 @@ can stop the network thread.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import socket
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.outbox import Outbox, OutboxError
-from agent.publisher import PublisherHealth
+from agent.transport import topics
+from agent.transport.connection import MqttSettings, closed_early_hint, describe_connect_error, make_client
+from agent.transport.handover import Handed, OutboxLink, Retained
+from agent.transport.outbox import Outbox, OutboxError
+from agent.transport.publisher import PublisherHealth
+from agent.transport.topics import checked_suffix
 
-__all__ = ["MqttPublisher", "MqttSettings", "make_client", "probe_broker"]
+__all__ = ["MqttPublisher"]
 
 log = logging.getLogger("yolo_edge.mqtt")
 
-STATUS = "status"
 _BATCH = 500  # outbox rows read per query while handing over a backlog
 _ACK_BATCH = 100  # acknowledged rows deleted per transaction while a backlog drains
-
-
-class MqttConfigLike(Protocol):
-    """What MqttSettings.from_config reads: the [mqtt] config section, without importing the config module."""
-
-    host: str
-    port: int
-    prefix: str
-    device_id: str
-    keepalive: int
-    username: str | None
-    password: str | None
-    tls_ca: Path | None
-    tls_cert: Path | None
-    tls_key: Path | None
-    tls_insecure: bool
-    reconnect_max_s: float
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Broker connection. topic_prefix is `<prefix>/<device>`; times in seconds.
-
-    TLS is on when tls_ca or tls_cert is set; tls_insecure skips the host name check.
-    """
-
-    host: str
-    port: int
-    topic_prefix: str
-    client_id: str
-    keepalive: int = 60
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_insecure: bool = False
-    reconnect_max_s: float = 60.0
-    max_inflight: int = 50  # unacknowledged QoS 1 messages on the wire; paho queues the rest in order
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_ca is not None or self.tls_cert is not None
-
-    @classmethod
-    def from_config(cls, mqtt_config: MqttConfigLike) -> MqttSettings:
-        """Settings from the [mqtt] section: topics under `<prefix>/<device_id>`, client id = device id."""
-        c = mqtt_config
-        return cls(
-            host=c.host,
-            port=c.port,
-            topic_prefix=f"{c.prefix}/{c.device_id}",
-            client_id=c.device_id,
-            keepalive=c.keepalive,
-            username=c.username,
-            password=c.password,
-            tls_ca=c.tls_ca,
-            tls_cert=c.tls_cert,
-            tls_key=c.tls_key,
-            tls_insecure=c.tls_insecure,
-            reconnect_max_s=c.reconnect_max_s,
-        )
-
-
-def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
-    """A paho client speaking MQTT 3.1.1 with the credentials and TLS of `settings`."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        try:
-            client.tls_set(
-                ca_certs=_str(settings.tls_ca), certfile=_str(settings.tls_cert), keyfile=_str(settings.tls_key)
-            )
-        except (ssl.SSLError, OSError, ValueError) as error:
-            files = ", ".join(f"{k} {v}" for k, v in _tls_files(settings).items())
-            raise ConnectionError(
-                f"cannot load the TLS files ({files}): {error}; they must be PEM files (a CA certificate, "
-                "and a client certificate with its unencrypted key)"
-            ) from error
-        if settings.tls_insecure:
-            client.tls_insecure_set(True)
-    client.on_socket_open = _no_delay
-    return client
-
-
-def _tls_files(settings: MqttSettings) -> dict[str, Path]:
-    named = {"[mqtt] tls_ca": settings.tls_ca, "[mqtt] tls_cert": settings.tls_cert, "[mqtt] tls_key": settings.tls_key}
-    return {key: path for key, path in named.items() if path is not None}
-
-
-def describe_connect_error(error: BaseException | None, settings: MqttSettings) -> str:
-    """Why a connection attempt failed, with what to change when it is the TLS set-up."""
-    if error is None:
-        return "no reason given"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        hint = (
-            f"check that [mqtt] tls_ca {settings.tls_ca} is the CA that signed the broker's certificate"
-            if "hostname" not in str(error).lower() and "ip address mismatch" not in str(error).lower()
-            else f"connect by a name the broker's certificate holds (now [mqtt] host {settings.host}), "
-            "or set tls_insecure = true (testing only)"
-        )
-        return f"TLS: the broker's certificate was rejected ({error.verify_message}); {hint}"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS: {error}; does the broker expect TLS on port {settings.port}, and a client certificate?"
-    hint = closed_early_hint(settings) if isinstance(error, (ConnectionResetError, BrokenPipeError)) else ""
-    return f"{str(error) or type(error).__name__}{hint}"  # ConnectionResetError() says nothing by itself
-
-
-def closed_early_hint(settings: MqttSettings) -> str:
-    """What to check when the broker hangs up before answering CONNECT: with TLS 1.3 a missing client
-    certificate shows only then, as the broker's alert after the handshake seemed to succeed."""
-    if settings.tls and settings.tls_cert is None:
-        return "; if the broker requires a client certificate, set [mqtt] tls_cert and tls_key"
-    return ""
-
-
-def _no_delay(_client: mqtt.Client, _userdata: object, sock: Any) -> None:
-    """Send each publish at once: with Nagle on, an event queued behind a frame's detections waited
-    for a delayed ACK, about 40 ms (benchmarks/broker_load.py measured events p99 88 ms, 10 ms without)."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> None:
-    """Connect once and disconnect (`check`); raise ConnectionError with one line if unreachable or refused.
-
-    Uses `<client_id>-check` as client id: the broker would otherwise drop a running agent with
-    the same id to let this one in.
-    """
-    where = f"{settings.host}:{settings.port}"
-    client = make_client(settings, f"{settings.client_id}-check")
-    answers: list[ReasonCode] = []
-    client.on_connect = lambda _client, _userdata, _flags, reason, _properties: answers.append(reason)
-    client.connect_timeout = timeout_s
-    deadline = time.monotonic() + timeout_s
-    rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-    try:
-        client.connect(settings.host, settings.port, settings.keepalive)
-        while not answers and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
-            rc = client.loop(timeout=0.1)
-    except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
-        raise ConnectionError(f"cannot connect to {where}: {describe_connect_error(error, settings)}") from error
-    finally:
-        # Without a network thread paho writes the DISCONNECT at once and closes the socket.
-        client.disconnect()
-    if not answers and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-        raise ConnectionError(
-            f"{where} closed the connection before answering: {mqtt.error_string(rc)}{closed_early_hint(settings)}"
-        )
-    if not answers:
-        raise ConnectionError(f"{where} did not answer within {timeout_s:g} s")
-    if answers[0].is_failure:
-        raise ConnectionError(f"{where} refused the connection: {answers[0]}")
-
-
-class _Retained(NamedTuple):
-    payload: bytes
-    qos: int
-    row: int | None  # outbox row while the message may still be waiting there
-
-
-class _Handed:
-    """paho message ids handed over in this connection -> outbox row (None: not from the outbox).
-
-    paho returns a message's mid only when publish() returns, but its network thread may
-    already have read the PUBACK and called on_publish. We cannot hold one lock across
-    publish() that on_publish also takes: paho calls on_publish while holding its own
-    message lock, which publish() needs too (lock-order inversion, deadlock). So each mid
-    is settled by whichever of the two sides comes second. Every successful publish()
-    produces exactly one on_publish, so nothing lingers; a lost connection clears it all.
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[int, int | None] = {}
-        self._early: set[int] = set()
-        self.outbox_inflight = 0  # outbox rows handed and not yet acknowledged
-
-    def handed(self, mid: int, row: int | None) -> bool:
-        """Record a message paho accepted; True if its acknowledgement already came."""
-        if mid in self._early:
-            self._early.discard(mid)
-            return True
-        self._rows[mid] = row
-        self.outbox_inflight += row is not None
-        return False
-
-    def acked(self, mid: int) -> int | None:
-        """The outbox row that `mid` acknowledges, if known yet."""
-        if mid in self._rows:
-            row = self._rows.pop(mid)
-            self.outbox_inflight -= row is not None
-            return row
-        self._early.add(mid)
-        return None
-
-    def clear(self) -> None:
-        self._rows.clear()
-        self._early.clear()
-        self.outbox_inflight = 0
 
 
 class MqttPublisher:
@@ -260,7 +58,7 @@ class MqttPublisher:
         if not hasattr(client, "drop_out_messages"):
             raise RuntimeError(f"paho-mqtt >= 2.2 is required (drop_out_messages); found {PAHO_VERSION}")
         # The broker publishes this if we vanish without a DISCONNECT (crash, power loss, network gone).
-        client.will_set(self._topic(STATUS), b"offline", qos=1, retain=True)
+        client.will_set(self._topic(topics.STATUS), topics.OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, math.ceil(settings.reconnect_max_s)))
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: the outbox bounds what can pile up
@@ -276,17 +74,15 @@ class MqttPublisher:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._handed_upto = 0  # highest outbox id handed in this connection (under _send_lock)
-        self._handed = _Handed()
-        self._acked_rows: list[int] = []  # acknowledged, not yet deleted from the outbox
-        self._retained: dict[str, _Retained] = {}
+        self._handed = Handed()
+        self._link = OutboxLink(outbox)
+        self._retained: dict[str, Retained] = {}
         self._handlers: dict[str, Callable[[bytes], None]] = {}  # full topic -> handler
         self._status_info: mqtt.MQTTMessageInfo | None = None
         self._connected = False
         self._connects = 0
         self._started = False
         self._closing = False
-        self._outbox_errors = 0
-        self._outbox_failing = False
         self._dropped_qos0 = 0
         self._last_pending = 0
         self._unreachable = False  # log one line per failure streak, not one per retry
@@ -329,14 +125,14 @@ class MqttPublisher:
 
     def publish_absolute(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """publish() to a topic outside `<topic_prefix>/`, such as Home Assistant's discovery topic."""
-        self._publish_full(_checked(topic), payload, qos, retain)
+        self._publish_full(checked_suffix(topic), payload, qos, retain)
 
     def subscribe(self, topic: str, handler: Callable[[bytes], None], absolute: bool = False) -> None:
         """Call handler(payload) for each message on `<topic_prefix>/<topic>` (on `topic` itself when absolute).
 
         handler runs on paho's network thread: it must be quick and must not wait for the frame loop.
         """
-        full = _checked(topic) if absolute else self._topic(topic)
+        full = checked_suffix(topic) if absolute else self._topic(topic)
         with self._lock:
             self._handlers[full] = handler
             connected = self._connected
@@ -348,14 +144,14 @@ class MqttPublisher:
             try:
                 row = self.outbox.add(full, payload, qos, retain)
             except OutboxError as error:
-                self._outbox_failed(error)
+                self._link.failed(error)
                 self._remember(full, payload, qos, retain, None)
                 # Not durable, but while connected it still reaches the broker instead of vanishing.
                 with self._send_lock:
                     if self._connected:
                         self._hand(full, payload, qos, retain, None)
                 return
-            self._outbox_ok()
+            self._link.ok()
             self._remember(full, payload, qos, retain, row)
             self.flush()
             return
@@ -377,9 +173,9 @@ class MqttPublisher:
         try:
             seq = self.outbox.add_sequenced(full, build, max(qos, 1), retain, counter=topic)
         except OutboxError as error:
-            self._outbox_failed(error)
+            self._link.failed(error)
             raise
-        self._outbox_ok()
+        self._link.ok()
         self.flush()
         return seq
 
@@ -394,7 +190,7 @@ class MqttPublisher:
             pending = self.outbox.count()
             self._last_pending = pending
         except OutboxError as error:
-            self._outbox_failed(error)
+            self._link.failed(error)
             pending = self._last_pending
         with self._lock:
             return PublisherHealth(
@@ -403,7 +199,7 @@ class MqttPublisher:
                 outbox_dropped=self.outbox.dropped,
                 reconnects=max(0, self._connects - 1),
                 extra={
-                    "outbox_errors": self._outbox_errors,
+                    "outbox_errors": self._link.errors,
                     "dropped_qos0": self._dropped_qos0,
                     "inflight": self._handed.outbox_inflight,
                     "refused": self._refused,
@@ -426,13 +222,13 @@ class MqttPublisher:
         deadline = time.monotonic() + timeout
         with self._send_lock:
             if self._connected:
-                info = self._hand(self._topic(STATUS), b"stopped", 1, True, None)
+                info = self._hand(self._topic(topics.STATUS), topics.STOPPED, 1, True, None)
                 with self._lock:
                     self._status_info = info
         while not self._flushed() and time.monotonic() < deadline:
             self._acked.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self._acked.clear()
-        self._remove_acked()
+        self._link.remove_acked()
         # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
         # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
         self._client.drop_out_messages()
@@ -461,7 +257,7 @@ class MqttPublisher:
             # rows behind it forever.
             log.error("dropping outbox message %s on %s: %s", row, topic, error)
             if row is not None:
-                self._remove(row)
+                self._link.remove(row)
             return None
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # NO_CONN: paho keeps a QoS 1 copy, but on_connect drops it; the outbox re-sends.
@@ -469,7 +265,7 @@ class MqttPublisher:
         with self._lock:
             already_acked = self._handed.handed(info.mid, row)
         if already_acked and row is not None:
-            self._remove(row)
+            self._link.remove(row)
         return info
 
     def _drain(self) -> None:
@@ -477,7 +273,7 @@ class MqttPublisher:
             try:
                 batch = self.outbox.pending(after_id=self._handed_upto, limit=_BATCH)
             except OutboxError as error:
-                self._outbox_failed(error)
+                self._link.failed(error)
                 return
             for message in batch:
                 if self._hand(message.topic, message.payload, message.qos, message.retain, message.id) is None:
@@ -504,7 +300,7 @@ class MqttPublisher:
             # connection and re-sends it right after this callback. The outbox re-sends those
             # rows below, in order, so paho's copies would only arrive twice and out of order.
             client.drop_out_messages()
-            self._remove_acked()
+            self._link.remove_acked()
             with self._lock:
                 self._connected = True
                 self._refused = self._unreachable = False
@@ -515,17 +311,17 @@ class MqttPublisher:
             self._handed_upto = 0
             self._disconnected.clear()
             log.info("connected to %s:%d", self.settings.host, self.settings.port)
-            info = self._hand(self._topic(STATUS), b"stopped" if closing else b"online", 1, True, None)
+            info = self._hand(self._topic(topics.STATUS), topics.STOPPED if closing else topics.ONLINE, 1, True, None)
             with self._lock:
                 self._status_info = info
             for topic, state in retained:
-                if state.row is None or not self._still_in_outbox(state.row):
+                if state.row is None or not self._link.still_pending(state.row):
                     self._hand(topic, state.payload, state.qos, True, None)
             self._drain()
         with self._lock:
-            topics = list(self._handlers)
-        if topics:
-            client.subscribe([(topic, 1) for topic in topics])
+            subscribed = list(self._handlers)
+        if subscribed:
+            client.subscribe([(topic, 1) for topic in subscribed])
         self._acked.set()
         self._first_attempt.set()
 
@@ -550,7 +346,7 @@ class MqttPublisher:
         with self._lock:
             was_connected, self._connected = self._connected, False
             closing = self._closing
-        self._remove_acked()
+        self._link.remove_acked()
         self._disconnected.set()
         if not was_connected:
             self._closed_before_connack(closing, reason)
@@ -589,54 +385,28 @@ class MqttPublisher:
         # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
         with self._lock:
             row = self._handed.acked(mid)
-            if row is not None:
-                self._acked_rows.append(row)
-            # One fsync per acknowledgement would make a backlog drain at the disk's pace, so
-            # deletes are batched; a crash in between only means those rows go out once more.
-            ready = len(self._acked_rows) >= _ACK_BATCH or bool(self._acked_rows and not self._handed.outbox_inflight)
+            inflight = self._handed.outbox_inflight
+        # One fsync per acknowledgement would make a backlog drain at the disk's pace, so
+        # deletes are batched; a crash in between only means those rows go out once more.
+        waiting = self._link.acknowledged(row) if row is not None else self._link.waiting()
+        ready = waiting >= _ACK_BATCH or bool(waiting and not inflight)
         if ready:
-            self._remove_acked()
+            self._link.remove_acked()
         self._acked.set()
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _topic(self, topic: str) -> str:
-        return f"{self.settings.topic_prefix}/{_checked(topic)}"
+        return f"{self.settings.topic_prefix}/{checked_suffix(topic)}"
 
     def _remember(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> None:
         if not retain:
             return
         with self._lock:
             if payload:
-                self._retained[topic] = _Retained(bytes(payload), qos, row)
+                self._retained[topic] = Retained(bytes(payload), qos, row)
             else:
                 self._retained.pop(topic, None)  # an empty retained message clears the topic
-
-    def _still_in_outbox(self, row: int) -> bool:
-        try:
-            first = self.outbox.pending(after_id=row - 1, limit=1)
-        except OutboxError:
-            return False
-        return bool(first) and first[0].id == row
-
-    def _remove(self, row: int) -> None:
-        with self._lock:
-            self._acked_rows.append(row)
-        self._remove_acked()
-
-    def _remove_acked(self) -> None:
-        with self._lock:
-            rows, self._acked_rows = self._acked_rows, []
-        if not rows:
-            return
-        try:
-            self.outbox.remove_many(rows)
-        except OutboxError as error:
-            # Tried again with the next acknowledgement (a full disk takes deletes too). Forgotten,
-            # they would stay in the file and go out a second time after the next reconnect or restart.
-            with self._lock:
-                self._acked_rows = rows + self._acked_rows
-            self._outbox_failed(error)
 
     def _flushed(self) -> bool:
         """close(): nothing left to wait for (outbox empty and `stopped` acknowledged, if it was sent)."""
@@ -648,26 +418,3 @@ class MqttPublisher:
         with self._lock:
             status, connected = self._status_info, self._connected
         return not connected or status is None or status.is_published()
-
-    def _outbox_failed(self, error: OutboxError) -> None:
-        with self._lock:
-            self._outbox_errors += 1
-            first, self._outbox_failing = not self._outbox_failing, True
-        if first:
-            log.error("%s", error)
-
-    def _outbox_ok(self) -> None:
-        if self._outbox_failing:
-            with self._lock:
-                self._outbox_failing = False
-            log.info("outbox %s writable again", self.outbox.path)
-
-
-def _checked(topic: str) -> str:
-    if not topic or "+" in topic or "#" in topic or "\0" in topic:
-        raise ValueError(f"invalid MQTT topic {topic!r}: must be non-empty without +, # or NUL")
-    return topic
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)

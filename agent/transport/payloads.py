@@ -1,4 +1,4 @@
-"""JSON payloads of the MQTT contract (DESIGN.md): compact UTF-8, Unix-second times, normalized boxes."""
+"""JSON payloads of the MQTT contract (the README's topic table): compact UTF-8, Unix-second times, normalized boxes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from agent.events import PresenceEvent
-from agent.results import FrameResult
+from agent.pipeline.results import FrameResult
+from agent.scene.presence import PresenceEvent
 
 
 def dumps(value: object) -> bytes:

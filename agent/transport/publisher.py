@@ -1,6 +1,6 @@
 """What the frame loop publishes through: a small interface, not paho.
 
-MQTT (agent/mqtt.py) is one implementation; the JSON-lines stdout publisher
+MQTT (agent/transport/mqtt.py) is one implementation; the JSON-lines stdout publisher
 used by `--dry-run` is another. Topics here are relative to `<prefix>/<device>/`
 (for example "detections"); the publisher owns the prefix.
 """
@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
+
+from agent.transport import topics
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class StdoutPublisher:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
         self._seq = 0
-        self._write("status", b"online", 1, True)
+        self._write(topics.STATUS, topics.ONLINE, 1, True)
 
     def _write(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
@@ -87,4 +89,4 @@ class StdoutPublisher:
         return PublisherHealth(connected=True)
 
     def close(self, timeout: float = 3.0) -> None:
-        self._write("status", b"stopped", 1, True)
+        self._write(topics.STATUS, topics.STOPPED, 1, True)

@@ -4,7 +4,7 @@ without VNNI.
     python -m benchmarks.pi.exact_int8_agent run --source ... --precision int8 --dry-run
 
 On an x86 CPU without VNNI, onnxruntime's fast INT8 kernel sums pairs of products in saturating
-16-bit integers (see agent/inference.py), so the agent's INT8 detections there are not what an ARM
+16-bit integers (see agent/pipeline/inference.py), so the agent's INT8 detections there are not what an ARM
 board computes. Everything else is the agent as installed: only the session option changes.
 """
 
@@ -14,8 +14,8 @@ import sys
 
 import onnxruntime as ort
 
-from agent import inference
 from agent.cli import main
+from agent.pipeline import inference
 
 _session_options = inference.session_options
 

@@ -259,7 +259,7 @@ tolerance() { # SOURCE
 x86_agent() { # PRECISION: the command
 	if [ "$1" = int8 ] && [ "${PI_CHECK_EXACT_X86_INT8:-auto}" != never ] &&
 		{ [ "${PI_CHECK_EXACT_X86_INT8:-auto}" = always ] || ! (cd "$REPO" && "$VENV/bin/python" -c \
-			'import sys; from agent.inference import cpu_has_vnni, is_x86; sys.exit(is_x86() and not cpu_has_vnni())'); }; then
+			'import sys; from agent.pipeline.inference import cpu_has_vnni, is_x86; sys.exit(is_x86() and not cpu_has_vnni())'); }; then
 		printf '%s\n' "$VENV/bin/python" -m benchmarks.pi.exact_int8_agent
 	else
 		printf '%s\n' "$VENV/bin/yolo-edge-agent"

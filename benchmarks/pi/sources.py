@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 
 from agent.bundle import load_bundle
-from agent.letterbox import Letterbox
+from agent.pipeline.letterbox import Letterbox
 from benchmarks.fixture.video import write_shapes_video
 
 

@@ -1,6 +1,6 @@
 """What the deployment tests serve and deploy: an HTTP server on 127.0.0.1, bundles, archives good and bad.
 
-Helpers for tests/agent/test_deploy*.py and tests/converter/test_archive.py.
+Helpers for tests/agent/control/deploy/ and tests/converter/test_archive.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """yolo-edge-agent end to end: the real command as a subprocess, a real Mosquitto, a separate subscriber.
 
-What is checked is the contract of DESIGN.md ("MQTT contract", "Commands", "Configuration"):
+What is checked is the contract the README documents (docs/topics.md, the commands, docs/configuration.md):
 topics, payload fields, retained state, the last will, a clean stop on SIGTERM, the durable
 outbox across a broker outage and across kill -9, `check`, the sources, `--dry-run`, and that
 the fixture model finds the sample video's shapes where they are.
@@ -98,7 +98,7 @@ def video_frames(path: Path) -> dict[int, np.ndarray]:
 
 
 def compact_json(payload: bytes) -> Any:
-    """The payload parsed, after checking it is compact UTF-8 JSON as DESIGN.md says."""
+    """The payload parsed, after checking it is compact UTF-8 JSON as the topic contract says."""
     body = json.loads(payload.decode("utf-8"))
     assert json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8") == payload
     return body
@@ -109,7 +109,7 @@ def is_number(value: object) -> bool:
 
 
 def check_detections(body: dict, model: dict[str, str], window: tuple[float, float], hw: tuple[int, int]) -> None:
-    """One detections payload: every field of DESIGN.md, boxes normalized with x1 < x2 and y1 < y2."""
+    """One detections payload: every field the topic contract names, boxes normalized with x1 < x2 and y1 < y2."""
     assert {"frame", "ts", "source", "model", "latency_ms", "detections"} <= set(body), body
     assert isinstance(body["frame"], int) and body["frame"] >= 1
     assert is_number(body["ts"]) and window[0] <= body["ts"] <= window[1], (body["ts"], window)
@@ -715,7 +715,7 @@ def test_dry_run_prints_the_same_payloads_as_json_lines(
 
 IMPORT_PROBE = """
 import json, sys
-import agent.cli, agent.runner, agent.mqtt, agent.sources, agent.detector
+import agent.cli, agent.pipeline.loop, agent.transport.mqtt, agent.pipeline.sources, agent.pipeline.detector
 imported = sorted(sys.modules)
 code = agent.cli.main(["run", "--dry-run", "--source", sys.argv[1], "--model", sys.argv[2], "--max-frames", "2"])
 with open(sys.argv[3], "w") as out:

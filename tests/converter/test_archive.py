@@ -11,7 +11,7 @@ import pytest
 
 import converter.cli
 from agent.bundle import load_bundle, verify_model_file
-from agent.bundle_archive import UnpackLimits, unpack_bundle
+from agent.control.deploy.archive import UnpackLimits, unpack_bundle
 from converter.archive import archive_path, write_archive
 from converter.errors import ConvertError
 from converter.pipeline import ConvertOutcome

@@ -12,12 +12,12 @@ import onnx
 import pytest
 
 from agent.bundle import load_bundle, sha256_file, verify_model_file
-from agent.inference import InferenceModel
-from agent.letterbox import Letterbox
-from agent.postprocess import Postprocessor, PostprocessSettings
+from agent.pipeline.inference import InferenceModel
+from agent.pipeline.letterbox import Letterbox
+from agent.pipeline.postprocess import Postprocessor, PostprocessSettings
 from converter.cli import main
+from converter.graph_edits import find_head_tail_nodes
 from converter.metrics import box_iou_xyxy
-from converter.quantize import find_head_tail_nodes
 
 
 def run_cli(capsys, *args: str | Path) -> tuple[int, str]:

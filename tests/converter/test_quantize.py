@@ -12,14 +12,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from agent.letterbox import Letterbox
+from agent.pipeline.letterbox import Letterbox
+from converter.graph_edits import decompose_inner_softmax, find_head_tail_nodes
 from converter.quantize import (
     QuantizationError,
     QuantizeOptions,
     QuantizeResult,
     _calibration_stride,
-    decompose_inner_softmax,
-    find_head_tail_nodes,
     quantize_model,
 )
 

@@ -21,14 +21,15 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.capture import Backend, Capture, CaptureUnavailable
-from agent.detector import load_detector
-from agent.mqtt import MqttPublisher, MqttSettings
-from agent.outbox import Outbox
-from agent.results import FrameResult
-from agent.runner import AgentLoop, LoopSettings
-from agent.snapshot import SnapshotSettings
-from agent.sources import MAX_INVALID_IN_A_ROW, FrameSource
+from agent.pipeline.capture import Backend, Capture, CaptureUnavailable
+from agent.pipeline.detector import load_detector
+from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.pipeline.results import FrameResult
+from agent.pipeline.snapshot import SnapshotSettings
+from agent.pipeline.sources import MAX_INVALID_IN_A_ROW, FrameSource
+from agent.transport.connection import MqttSettings
+from agent.transport.mqtt import MqttPublisher
+from agent.transport.outbox import Outbox
 from tests.agent.agent_process import (
     PREFIX,
     AgentProcess,

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.commands import CommandInbox
 from agent.config import SECTIONS, AgentConfig, ConfigError, load_config
-from agent.deploy_request import DeployRejected, DeployRequest, parse_deploy
-from agent.discovery import DiscoveryAnnouncer
-from agent.remote_settings import KEYS as SET_KEYS
-from agent.remote_settings import SettingsChange, SettingsRejected, parse_settings
+from agent.control.commands import CommandInbox
+from agent.control.deploy.request import DeployRejected, DeployRequest, parse_deploy
+from agent.control.remote_settings import KEYS as SET_KEYS
+from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings
+from agent.transport.discovery import DiscoveryAnnouncer
 
 pytestmark = pytest.mark.fault
 

@@ -1,7 +1,7 @@
 """`yolo-edge-agent fleet`: parsing and the table on literal payloads, then list, set and deploy over a real broker.
 
 Devices are played by small paho clients that answer `set` with the agent's own reply functions
-(agent/remote_settings.py) and `deploy` with scripted `deploy/state` messages; the last test has the
+(agent/control/remote_settings.py) and `deploy` with scripted `deploy/state` messages; the last test has the
 real agent answer. Waits are short and bounded.
 """
 
@@ -23,12 +23,20 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.cli import main
-from agent.fleet_view import (
+from agent.control.remote_settings import (
+    RuntimeSettings,
+    SettingsChange,
+    SettingsRejected,
+    accepted_payload,
+    parse_settings,
+    rejected_payload,
+)
+from agent.transport.session import Received
+from fleet.view import (
     HEADERS,
     DeployState,
     DeviceView,
     Outcome,
-    Received,
     StatsSummary,
     answers_set,
     device_json,
@@ -42,14 +50,6 @@ from agent.fleet_view import (
     parse_status,
     split_topic,
 )
-from agent.remote_settings import (
-    RuntimeSettings,
-    SettingsChange,
-    SettingsRejected,
-    accepted_payload,
-    parse_settings,
-    rejected_payload,
-)
 from tests.agent.agent_process import AgentProcess, agent_env, broker_args
 from tests.broker import Broker, free_port
 
@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stats_payload(ts: float, fps: float = 7.94, p50: float = 41.23, pending: int = 0, **extra: Any) -> bytes:
-    """A `stats` message shaped like agent/runner.py's publish_stats (the fields the table reads, and others)."""
+    """A `stats` message shaped like agent/pipeline/loop.py's publish_stats (the fields the table reads, and others)."""
     body = {
         "ts": ts,
         "fps": fps,
@@ -303,7 +303,7 @@ def test_no_broker_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_broker_that_never_answers_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("agent.fleet.CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("fleet.cli.CONNECT_TIMEOUT_S", 0.5)
     with socket.socket() as silent:  # accepts the TCP connection, never sends a CONNACK
         silent.bind(("127.0.0.1", 0))
         silent.listen()

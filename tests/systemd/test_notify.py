@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.notify import SystemdNotifier
+from agent.system.notify import SystemdNotifier
 from tests.agent.agent_process import MjpegServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from agent.bundle import BundleError
-from agent.inference import ModelLoadError
+from agent.pipeline.inference import ModelLoadError
 
 log = logging.getLogger("yolo_edge.deploy")
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.active_bundle import (
+from agent.bundle import BundleError, load_bundle, verify_model_file
+from agent.control.deploy.active_bundle import (
     BUNDLES_DIR,
     DEPLOYED_RE,
     ActiveBundle,
@@ -39,9 +40,10 @@ from agent.active_bundle import (
     deployed_dir,
     write_active,
 )
-from agent.bundle import BundleError, load_bundle, verify_model_file
-from agent.bundle_archive import STAGING_PREFIX, ArchiveError, UnpackLimits, unpack_bundle
-from agent.deploy_request import (
+from agent.control.deploy.archive import STAGING_PREFIX, ArchiveError, UnpackLimits, unpack_bundle
+from agent.control.deploy.download import DownloadError, DownloadLimits, download
+from agent.control.deploy.probe import ProbeError, probe
+from agent.control.deploy.request import (
     ACTIVE,
     DOWNLOADING,
     FAILED,
@@ -52,12 +54,10 @@ from agent.deploy_request import (
     parse_deploy,
     state_payload,
 )
-from agent.detector import Detector, ModelIdentity
-from agent.download import DownloadError, DownloadLimits, download
-from agent.inference import ModelLoadError
-from agent.letterbox import DEFAULT_PAD_VALUE
-from agent.model_probe import ProbeError, probe
-from agent.payloads import dumps
+from agent.pipeline.detector import Detector, ModelIdentity
+from agent.pipeline.inference import ModelLoadError
+from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
+from agent.transport.payloads import dumps
 
 if TYPE_CHECKING:
     from agent.config import DeployConfig

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from agent.deploy_request import DeployRejected, check_url, public_url
+from agent.control.deploy.request import DeployRejected, check_url, public_url
 
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "yolo-edge-agent"

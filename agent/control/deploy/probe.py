@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.detections import Detections
-from agent.detector import Detector
+from agent.pipeline.detections import Detections
+from agent.pipeline.detector import Detector
 
 
 class ProbeError(Exception):

@@ -22,9 +22,9 @@ import pytest
 from paho.mqtt import publish
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.discovery import DiscoveryDevice
+from agent.transport.discovery import DiscoveryDevice
 from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, open_presences, run_agent
-from tests.agent.test_discovery import check_discovery, render
+from tests.agent.transport.test_discovery import check_discovery, render
 from tests.broker import Broker
 
 DEVICE = "e2e-remote"

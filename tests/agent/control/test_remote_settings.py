@@ -1,7 +1,7 @@
 """Remote settings: parsing and validation of `set` payloads, and the hand-off to the frame loop.
 
 Pure functions and the CommandInbox only; the agent answering `set` over a real broker is in
-tests/agent/test_remote_e2e.py.
+tests/agent/control/test_remote_e2e.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.commands import MAX_PENDING_CHANGES, CommandInbox
-from agent.postprocess import PostprocessSettings
-from agent.remote_settings import (
+from agent.control.commands import MAX_PENDING_CHANGES, CommandInbox
+from agent.control.remote_settings import (
     KEYS,
     MAX_PAYLOAD_BYTES,
     RuntimeSettings,
@@ -25,6 +24,7 @@ from agent.remote_settings import (
     parse_settings,
     rejected_payload,
 )
+from agent.pipeline.postprocess import PostprocessSettings
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 
@@ -270,8 +270,9 @@ def test_inbox_does_not_see_later_changes_to_the_names_it_was_given() -> None:
 def test_command_handlers_survive_their_own_errors_and_broker_restarts(tmp_path, broker) -> None:
     from paho.mqtt import publish
 
-    from agent.mqtt import MqttPublisher, MqttSettings
-    from agent.outbox import Outbox
+    from agent.transport.connection import MqttSettings
+    from agent.transport.mqtt import MqttPublisher
+    from agent.transport.outbox import Outbox
 
     received: list[bytes] = []
     got = threading.Condition()

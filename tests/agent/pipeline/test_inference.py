@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from agent.inference import TIMING_BLOCK_RUNS, median_latencies_ms
+from agent.pipeline.inference import TIMING_BLOCK_RUNS, median_latencies_ms
 
 
 class SleepingModel:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from agent.letterbox import Letterbox, boxes_to_input, boxes_to_source
+from agent.pipeline.letterbox import Letterbox, boxes_to_input, boxes_to_source
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from agent.detections import Detections
-from agent.letterbox import Letterbox
-from agent.nms import nms_class_aware
-from agent.postprocess import Postprocessor, PostprocessSettings, decode_classic, decode_end2end
+from agent.pipeline.detections import Detections
+from agent.pipeline.letterbox import Letterbox
+from agent.pipeline.nms import nms_class_aware
+from agent.pipeline.postprocess import Postprocessor, PostprocessSettings, decode_classic, decode_end2end
 
 
 def classic_output(rows: list[tuple[float, float, float, float, int, float]], classes: int, anchors: int = 10):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.detector import load_detector
-from agent.precision_cache import CACHE_NAME, PrecisionCache, PrecisionChoice, choice_key
+from agent.pipeline.detector import load_detector
+from agent.pipeline.precision_cache import CACHE_NAME, PrecisionCache, PrecisionChoice, choice_key
 
 
 def test_round_trip_and_key_depends_on_models_and_threads(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Snapshots: scaling to the width cap, boxes drawn on a copy, JPEG that cv2 decodes.
 
-The agent publishing them over a real broker is in tests/agent/test_remote_e2e.py.
+The agent publishing them over a real broker is in tests/agent/control/test_remote_e2e.py.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.detections import Detections
-from agent.snapshot import PALETTE, SnapshotSettings, draw_detections, scaled_to_width, snapshot_jpeg
+from agent.pipeline.detections import Detections
+from agent.pipeline.snapshot import PALETTE, SnapshotSettings, draw_detections, scaled_to_width, snapshot_jpeg
 
 NAMES = {0: "circle", 1: "square"}
 

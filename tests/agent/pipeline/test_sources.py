@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.capture import to_bgr
-from agent.frames import Frame
-from agent.sources import FrameSource, SourceError, open_source
+from agent.pipeline.capture import to_bgr
+from agent.pipeline.frames import Frame
+from agent.pipeline.sources import FrameSource, SourceError, open_source
 from tests.agent.agent_process import MjpegServer
 
 H, W = 48, 64

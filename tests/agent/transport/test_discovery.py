@@ -1,6 +1,6 @@
 """Home Assistant discovery: the payload Home Assistant reads, the labels that get entities, the re-send timer.
 
-The agent announcing itself over a real broker is in tests/agent/test_remote_e2e.py. Templates are
+The agent announcing itself over a real broker is in tests/agent/control/test_remote_e2e.py. Templates are
 rendered with Jinja2 in a sandbox the way Home Assistant renders them (`value`, `value_json`),
 against payloads the agent's own code builds.
 """
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from agent.discovery import (
+from agent.pipeline.results import StageTimings
+from agent.pipeline.stats import StatsWindow
+from agent.transport.discovery import (
     DiscoveryAnnouncer,
     DiscoveryDevice,
     classes_of_interest,
@@ -23,9 +25,7 @@ from agent.discovery import (
     discovery_topic,
     package_version,
 )
-from agent.payloads import presence_payload
-from agent.results import StageTimings
-from agent.stats import StatsWindow
+from agent.transport.payloads import presence_payload
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 COCO_LIKE = {i: f"label{i}" for i in range(80)}

@@ -25,12 +25,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.mqtt import MqttPublisher, MqttSettings, describe_connect_error, probe_broker
-from agent.outbox import Outbox, OutboxError, OutboxMessage
+from agent.transport.connection import MqttSettings, describe_connect_error, probe_broker
+from agent.transport.mqtt import MqttPublisher
+from agent.transport.outbox import Outbox, OutboxError, OutboxMessage
 from tests.agent.agent_process import Message, retained
 from tests.broker import Broker, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEVICE = "cam1"
 PREFIX = f"yolo-edge/{DEVICE}"
 STATUS = f"{PREFIX}/status"
@@ -174,8 +175,9 @@ PUBLISHER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
-from agent.outbox import Outbox
+from agent.transport.connection import MqttSettings, probe_broker
+from agent.transport.mqtt import MqttPublisher
+from agent.transport.outbox import Outbox
 
 port, db, count, wait_connected = int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 settings = MqttSettings("127.0.0.1", port, "yolo-edge/cam1", "cam1", keepalive=10, reconnect_max_s=1)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.fleet_client import FleetClient
-from agent.mqtt import MqttPublisher, MqttSettings, probe_broker
-from agent.outbox import Outbox
+from agent.transport.connection import MqttSettings, probe_broker
+from agent.transport.mqtt import MqttPublisher
+from agent.transport.outbox import Outbox
+from agent.transport.session import MqttSession
 from tests.agent.agent_process import agent_env, broker_args, run_agent
-from tests.agent.test_mqtt import EVENTS, PREFIX, STATS, Observer, seqs, wait_until
+from tests.agent.transport.test_mqtt import EVENTS, PREFIX, STATS, Observer, seqs, wait_until
 from tests.broker import Broker, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is missing; `make test` installs it")
@@ -227,7 +228,7 @@ def test_the_fleet_tool_connects_like_the_agent_and_says_why_not(tls_broker, pki
         settings = tls_settings(tls_broker.mutual_port, tls_ca=pki.ca)
     else:
         settings = tls_settings(tls_broker.mutual_port, tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
-    client = FleetClient(settings, timeout=5)
+    client = MqttSession(settings, timeout=5)
     try:
         if expected is None:
             client.connect()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox, OutboxMessage
+from agent.transport.outbox import Outbox, OutboxMessage
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class FakeClock:
@@ -142,7 +142,7 @@ def test_added_messages_survive_kill_9(tmp_path: Path) -> None:
         """
         import os, signal
         from pathlib import Path
-        from agent.outbox import Outbox
+        from agent.transport.outbox import Outbox
         outbox = Outbox(Path(sys.argv[1]))
         for i in range(3):
             outbox.add_sequenced("events", lambda seq: b"event %d" % seq)
@@ -173,7 +173,7 @@ def test_read_only_directory_raises_outbox_error_naming_the_file(tmp_path: Path)
             """
             import json
             from pathlib import Path
-            from agent.outbox import Outbox, OutboxError
+            from agent.transport.outbox import Outbox, OutboxError
             try:
                 Outbox(Path(sys.argv[1])).add("t", b"x")
             except OutboxError as error:
@@ -196,7 +196,7 @@ def test_disk_full_raises_outbox_error_and_the_outbox_recovers(tmp_path: Path) -
         """
         import json, resource, signal
         from pathlib import Path
-        from agent.outbox import Outbox, OutboxError
+        from agent.transport.outbox import Outbox, OutboxError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of being killed
         path = Path(sys.argv[1])
         outbox = Outbox(path)

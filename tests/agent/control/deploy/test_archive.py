@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle_archive import ArchiveError, UnpackLimits, unpack_bundle
+from agent.control.deploy.archive import ArchiveError, UnpackLimits, unpack_bundle
 from tests.agent.deploy_helpers import link, special, tar_gz
 
 MANIFEST = b'{"format": "yolo-edge-bundle"}'

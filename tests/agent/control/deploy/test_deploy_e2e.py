@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from paho.mqtt import publish
 
-from agent.active_bundle import RECORD_NAME, read_active
+from agent.control.deploy.active_bundle import RECORD_NAME, read_active
 from converter.archive import write_archive
 from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, retained
 from tests.agent.deploy_helpers import (

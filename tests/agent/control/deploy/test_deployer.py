@@ -2,7 +2,7 @@
 
 The frame loop runs for real (AgentLoop with the JSON-lines publisher, which is a real Publisher),
 on generated frames, with tiny ONNX models built here, so each test takes well under a second
-of CPU. The agent against a real broker is tests/agent/test_deploy_e2e.py.
+of CPU. The agent against a real broker is tests/agent/control/deploy/test_deploy_e2e.py.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.active_bundle import RECORD_NAME, ActiveBundle, load_startup_model, read_active, write_active
 from agent.bundle import BundleError
-from agent.commands import CommandInbox
-from agent.deployment import PROBATION_FRAMES, Deployer, DeploySettings
-from agent.detector import Detector, load_detector
-from agent.download import DownloadLimits
-from agent.frames import Frame
-from agent.model_probe import ProbeError, probe
-from agent.publisher import StdoutPublisher
-from agent.remote_settings import RuntimeSettings
-from agent.runner import AgentLoop, LoopSettings
+from agent.control.commands import CommandInbox
+from agent.control.deploy.active_bundle import RECORD_NAME, ActiveBundle, load_startup_model, read_active, write_active
+from agent.control.deploy.deployer import PROBATION_FRAMES, Deployer, DeploySettings
+from agent.control.deploy.download import DownloadLimits
+from agent.control.deploy.probe import ProbeError, probe
+from agent.control.remote_settings import RuntimeSettings
+from agent.pipeline.detector import Detector, load_detector
+from agent.pipeline.frames import Frame
+from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.transport.publisher import StdoutPublisher
 from converter.archive import write_archive
 from tests.agent.deploy_helpers import HttpFiles, reshape_model, write_bundle
 
@@ -339,7 +339,8 @@ def test_a_second_deploy_while_one_runs_is_refused_as_busy(deployment: Deploymen
 def test_stopping_during_a_download_reports_it(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.agent.deploy_helpers import Route
 
-    monkeypatch.setattr("agent.deployment.CLOSE_WAIT_S", 0.2)  # shorter than the download's 2 s read timeout
+    # shorter than the download's 2 s read timeout
+    monkeypatch.setattr("agent.control.deploy.deployer.CLOSE_WAIT_S", 0.2)
 
     gate = threading.Event()
     url = deployment.files.add("/stuck.tar.gz", Route(bytes(100_000), gate=gate))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.download import DownloadError, DownloadLimits, download
+from agent.control.deploy.download import DownloadError, DownloadLimits, download
 from tests.agent.deploy_helpers import HttpFiles, Route, sha256
 
 LIMITS = DownloadLimits(max_bytes=1 << 20, timeout_s=2.0, max_duration_s=10.0, allow_http=True)
@@ -123,7 +123,7 @@ def test_a_redirect_from_https_to_http_is_refused() -> None:
     # No TLS server here: the redirect handler is asked directly, as urllib asks it.
     import urllib.request
 
-    from agent.download import _CheckedRedirects
+    from agent.control.deploy.download import _CheckedRedirects
 
     request = urllib.request.Request("https://example.org/b.tar.gz")
     with pytest.raises(DownloadError, match=r"redirected to a URL that is not allowed: .*scheme 'http'"):

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.deploy_request import DeployRejected, DeployRequest, parse_deploy, public_url, state_payload
+from agent.control.deploy.request import DeployRejected, DeployRequest, parse_deploy, public_url, state_payload
 
 SHA = "ab" * 32
 

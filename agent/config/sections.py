@@ -1,0 +1,230 @@
+"""The configuration's sections, one frozen dataclass per TOML table, each key declared once with its rule."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
+
+PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def default_device_id(hostname: str | None = None) -> str:
+    """The host name reduced to `[A-Za-z0-9_-]` (others become '-'), so it is safe in an MQTT topic."""
+    name = socket.gethostname() if hostname is None else hostname
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name) or "yolo-edge"
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """`$STATE_DIRECTORY` under systemd, else `~/.local/state/yolo-edge`."""
+    # systemd sets a colon-separated list when the unit has several StateDirectory= entries; ours is first.
+    first = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if first:
+        return Path(first)
+    return (Path(env["HOME"]) if env.get("HOME") else Path.home()) / ".local" / "state" / "yolo-edge"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """[source]: where frames come from. Times in seconds."""
+
+    uri: str = field(
+        default="0", metadata=rule("uri", "a camera index, device path, URL, file, folder or picamera2", bool)
+    )
+    loop: bool = field(default=False, metadata=rule("bool", BOOL))
+    fps: float = field(default=0.0, metadata=rule("float", "a number >= 0 (0 = as fast as possible)", lambda v: v >= 0))
+    max_frame_age: float = field(default=1.0, metadata=rule("float", SECONDS, positive))
+    reconnect_max_s: float = field(default=10.0, metadata=rule("float", SECONDS, positive))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """[model]: which model runs and which detections survive. `path` is None only when not required."""
+
+    path: Path | None = field(default=None, metadata=rule("path", "a bundle directory or an .onnx file", optional=True))
+    precision: str = field(
+        default="auto", metadata=rule("choice", f"one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
+    )
+    threads: int = field(default=0, metadata=rule("int", "an integer >= 0 (0 = all cores)", lambda v: v >= 0))
+    confidence: float = field(default=0.25, metadata=rule("float", "a number 0 < x <= 1", fraction))
+    iou: float = field(default=0.45, metadata=rule("float", "a number 0 < x <= 1", fraction))
+    classes: tuple[str, ...] = field(
+        default=(), metadata=rule("labels", "a list of labels, [] = all (a,b,c in the environment)")
+    )
+    class_confidence: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata=rule(
+            "thresholds",
+            "a table of label = number 0 < x <= 1 (label=0.5,other=0.3 in the environment)",
+            lambda v: all(fraction(threshold) for threshold in v.values()),
+        ),
+    )
+    max_detections: int = field(default=300, metadata=rule("int", "an integer >= 1", lambda v: v >= 1))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """[mqtt]: the broker connection. Times in seconds. TLS is on when tls_ca or tls_cert is set."""
+
+    host: str = field(default="localhost", metadata=rule("str", "a host name or address", lambda v: bool(v.strip())))
+    port: int = field(default=1883, metadata=rule("int", "an integer 1..65535", lambda v: 1 <= v <= 65535))
+    prefix: str = field(
+        default="yolo-edge", metadata=rule("str", "a topic prefix without #, + or a leading/trailing /", topic_prefix)
+    )
+    device_id: str = field(
+        default_factory=default_device_id,
+        metadata=rule("str", "letters, digits, _ and - only", lambda v: bool(DEVICE_ID_RE.fullmatch(v))),
+    )
+    username: str | None = field(default=None, metadata=rule("str", "a non-empty user name", bool, optional=True))
+    password_file: Path | None = field(default=None, metadata=rule("path", FILE, optional=True))
+    tls_ca: Path | None = field(default=None, metadata=rule("path", FILE, optional=True))
+    tls_cert: Path | None = field(default=None, metadata=rule("path", FILE, optional=True))
+    tls_key: Path | None = field(default=None, metadata=rule("path", FILE, optional=True))
+    tls_insecure: bool = field(default=False, metadata=rule("bool", BOOL))
+    keepalive: int = field(default=60, metadata=rule("int", "an integer 5..3600 (seconds)", lambda v: 5 <= v <= 3600))
+    detections_qos: int = field(default=0, metadata=rule("int", "0 or 1", lambda v: v in (0, 1)))
+    publish_empty: bool = field(default=False, metadata=rule("bool", BOOL))
+    reconnect_max_s: float = field(default=60.0, metadata=rule("float", SECONDS, positive))
+    # Resolved from password_file or $YOLO_EDGE_MQTT_PASSWORD; repr=False keeps it out of logs and tracebacks.
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None or self.tls_cert is not None
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """[events]: end_after = seconds without a label before its `end` event."""
+
+    end_after: float = field(default=5.0, metadata=rule("float", SECONDS, positive))
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """[stats]: interval = seconds between stats messages."""
+
+    interval: float = field(default=10.0, metadata=rule("float", SECONDS, positive))
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """[homeassistant]: MQTT discovery, so the device shows up in Home Assistant without YAML.
+
+    classes: labels that get a count and a presence entity; empty = model.classes, else the
+    model's first few labels (never one entity per class of an 80-class model).
+    """
+
+    discovery: bool = field(default=True, metadata=rule("bool", BOOL))
+    discovery_prefix: str = field(
+        default="homeassistant",
+        metadata=rule("str", "a topic prefix without #, + or a leading/trailing /", topic_prefix),
+    )
+    classes: tuple[str, ...] = field(
+        default=(),
+        metadata=rule("labels", "a list of labels, [] = model.classes or the first 5 (a,b in the environment)"),
+    )
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """[snapshot]: a JPEG with boxes drawn, on each presence start and on request; width in pixels."""
+
+    enabled: bool = field(default=True, metadata=rule("bool", BOOL))
+    width: int = field(default=640, metadata=rule("int", "an integer 32..3840 (pixels)", lambda v: 32 <= v <= 3840))
+    quality: int = field(default=80, metadata=rule("int", "an integer 1..100 (JPEG quality)", lambda v: 1 <= v <= 100))
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """[remote]: which commands the agent takes over MQTT. settings: runtime settings on `<prefix>/<device>/set`."""
+
+    settings: bool = field(default=True, metadata=rule("bool", BOOL))
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """[deploy]: new bundles over MQTT on `<prefix>/<device>/deploy`. Sizes in bytes, times in seconds.
+
+    allow_http: plain http:// URLs too (the sha256 in the command still has to match), for a LAN
+    server without TLS. timeout_s: connecting or a read that stalls this long fails the download;
+    max_duration_s: the whole download. keep_bundles: deployed bundles kept on disk (the running one
+    and the one before it are never removed).
+    """
+
+    enabled: bool = field(default=True, metadata=rule("bool", BOOL))
+    allow_http: bool = field(default=False, metadata=rule("bool", BOOL))
+    max_bytes: int = field(default=200_000_000, metadata=rule("int", "an integer >= 1024 (bytes)", lambda v: v >= 1024))
+    timeout_s: float = field(default=30.0, metadata=rule("float", SECONDS, positive))
+    max_duration_s: float = field(default=900.0, metadata=rule("float", SECONDS, positive))
+    keep_bundles: int = field(default=3, metadata=rule("int", "an integer >= 2", lambda v: v >= 2))
+
+
+@dataclass(frozen=True)
+class AgentSectionConfig:
+    """[agent]: where durable state lives (outbox, bundles), how big the outbox may grow, how much to log."""
+
+    state_dir: Path = field(default_factory=default_state_dir, metadata=rule("path", "a directory path"))
+    outbox_max_messages: int = field(default=10000, metadata=rule("int", "an integer >= 1", lambda v: v >= 1))
+    outbox_max_age_s: float = field(default=604800.0, metadata=rule("float", SECONDS, positive))
+    log_level: str = field(
+        default="info", metadata=rule("choice", f"one of {', '.join(LOG_LEVELS)}", lambda v: v in LOG_LEVELS)
+    )
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole configuration, one frozen section per TOML table; `config_file` is where it was read."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    agent: AgentSectionConfig = field(default_factory=AgentSectionConfig)
+    config_file: Path | None = None
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as plain JSON types, secrets replaced: safe to print or log."""
+        summary: dict[str, Any] = {"config_file": _plain(self.config_file)}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            # Fields hidden from repr are the secrets; the same marker hides them here.
+            summary[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section) if f.repr}
+        summary["mqtt"]["password"] = "<redacted>" if self.mqtt.password else None
+        return summary
+
+
+SECTIONS: dict[str, type] = {
+    "source": SourceConfig,
+    "model": ModelConfig,
+    "mqtt": MqttConfig,
+    "events": EventsConfig,
+    "stats": StatsConfig,
+    "homeassistant": HomeAssistantConfig,
+    "snapshot": SnapshotConfig,
+    "remote": RemoteConfig,
+    "deploy": DeployConfig,
+    "agent": AgentSectionConfig,
+}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | Mapping):
+        return list(value) if isinstance(value, tuple) else dict(value)
+    return value

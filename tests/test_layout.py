@@ -1,0 +1,58 @@
+"""The package rules the README's Layout section states, read from the source: dependencies point one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("agent", "converter", "fleet")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function (lazy imports count too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules_of(package: str) -> list[Path]:
+    found = sorted((ROOT / package).rglob("*.py"))
+    assert found, f"no modules under {package}/"
+    return found
+
+
+def importers(package: str, prefix: str) -> set[str]:
+    """The modules of `package` (as paths relative to the repo) that import `prefix` or a submodule of it."""
+    return {
+        str(path.relative_to(ROOT))
+        for path in modules_of(package)
+        if any(name == prefix or name.startswith(prefix + ".") for name in imported_modules(path))
+    }
+
+
+def test_paho_is_imported_in_agent_transport_only() -> None:
+    users = set().union(*(importers(package, "paho") for package in PACKAGES))
+    assert users, "nothing imports paho: the check would pass for the wrong reason"
+    assert {user for user in users if not user.startswith("agent/transport/")} == set()
+
+
+def test_the_agent_imports_neither_the_converter_nor_fleet_but_for_the_alias() -> None:
+    assert importers("agent", "converter") == set()
+    assert importers("agent", "fleet") == {"agent/cli.py"}
+
+
+def test_fleet_does_not_import_the_converter() -> None:
+    assert importers("fleet", "converter") == set()
+
+
+@pytest.mark.parametrize("heavy", ["torch", "ultralytics", "onnx"])
+def test_the_agent_never_imports_the_converters_dependencies(heavy: str) -> None:
+    # onnxruntime is the agent's; `onnx` (the protobuf library) is the converter's alone.
+    assert importers("agent", heavy) == set()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ from agent.pipeline.loop import AgentLoop, LoopSettings
 from agent.pipeline.precision_cache import PrecisionCache
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
-from agent.pipeline.sources import open_source
+from agent.pipeline.sources import FrameSource, open_source
 from agent.system.notify import SystemdNotifier
 from agent.transport import topics
 from agent.transport.discovery import (
@@ -206,7 +207,7 @@ def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Det
 
 def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     topic_prefix = f"{config.mqtt.prefix}/{config.mqtt.device_id}"
-    source = open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s)
+    source = _open_configured_source(config)
     with ExitStack() as stack:
         stack.enter_context(source)
         detector, _, startup = _startup_detector(config)
@@ -229,9 +230,29 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             notifier.stopping()
             stop.set()
 
+        ticks_from = time.monotonic()
+        waiting_for_camera = False
+
+        def tick() -> None:
+            nonlocal waiting_for_camera
+            notifier.alive()
+            if not notifier.is_ready and time.monotonic() - ticks_from >= config.agent.ready_timeout_s:
+                # Ready without a frame: the agent runs and reports; the camera is the source's to wait for.
+                waiting_for_camera = True
+                log.warning(
+                    "no frame from %s within %g s; reporting ready, waiting for the camera",
+                    source.name,
+                    config.agent.ready_timeout_s,
+                )
+                notifier.ready(f"waiting for the camera ({source.name}): no frame yet")
+
         def frame_done(result: FrameResult) -> None:
-            notifier.ready(f"running {loop.detector.identity.precision}, first frame processed")
-            notifier.frame_processed()
+            nonlocal waiting_for_camera
+            status = f"running {loop.detector.identity.precision}, first frame processed"
+            if waiting_for_camera:
+                waiting_for_camera = False
+                notifier.status(status)
+            notifier.ready(status)
 
         def stats_done(stats: dict) -> None:
             broker = "connected" if stats["mqtt"]["connected"] else "broker unreachable"
@@ -257,6 +278,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             settings,
             stop=stop,
             on_frame=frame_done,
+            on_tick=tick,
             on_stats=stats_done,
             inbox=inbox,
             runtime=_runtime_settings(config),
@@ -275,9 +297,14 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     return 0
 
 
+def _open_configured_source(config: AgentConfig) -> FrameSource:
+    c = config.source
+    return open_source(c.uri, c.loop, c.fps, c.reconnect_max_s, c.stall_timeout_s)
+
+
 def command_check(config: AgentConfig) -> int:
     print("config: ok" + (f" ({config.config_file})" if config.config_file else " (defaults)"))
-    with open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s) as src:
+    with _open_configured_source(config) as src:
         src.probe(CHECK_TIMEOUT_S)
         print(f"source: ok ({src.name}, first frame received)")
     detector, report, startup = _startup_detector(config)

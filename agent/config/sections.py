@@ -44,6 +44,7 @@ class SourceConfig:
     fps: float = field(default=0.0, metadata=rule("float", "a number >= 0 (0 = as fast as possible)", lambda v: v >= 0))
     max_frame_age: float = field(default=1.0, metadata=rule("float", SECONDS, positive))
     reconnect_max_s: float = field(default=10.0, metadata=rule("float", SECONDS, positive))
+    stall_timeout_s: float = field(default=15.0, metadata=rule("float", SECONDS, positive))
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,9 @@ class AgentSectionConfig:
     log_level: str = field(
         default="info", metadata=rule("choice", f"one of {', '.join(LOG_LEVELS)}", lambda v: v in LOG_LEVELS)
     )
+    # systemd's READY=1 waits for the first frame, but no longer than this: then the agent reports
+    # ready, waiting for its camera, so `systemctl start` does not time out on a camera that is away.
+    ready_timeout_s: float = field(default=15.0, metadata=rule("float", SECONDS, positive))
 
 
 @dataclass(frozen=True)

@@ -248,3 +248,67 @@ def test_close_stops_the_reader_threads(video: Path) -> None:
 def test_to_bgr_passes_pictures_and_rejects_garbage(image: np.ndarray | None, shape: tuple[int, ...] | None) -> None:
     out = to_bgr(image)
     assert (None if out is None else out.shape) == shape
+
+
+class StuckCamera:
+    """A live camera whose first capture blocks in grab() until released; later opens deliver frames."""
+
+    def __init__(self) -> None:
+        self.release_stuck = threading.Event()
+        self.in_stuck_grab = threading.Event()
+        self.opens = 0
+        self.stuck_released = threading.Event()
+
+    def open(self) -> StuckCamera.Capture:
+        self.opens += 1
+        return self.Capture(self, stuck=self.opens == 1)
+
+    class Capture:
+        def __init__(self, camera: StuckCamera, stuck: bool) -> None:
+            self.camera, self.stuck = camera, stuck
+
+        def grab(self) -> bool:
+            if self.stuck:
+                self.camera.in_stuck_grab.set()
+                self.camera.release_stuck.wait(30)
+            else:
+                time.sleep(0.01)  # a camera's frame period
+            return True
+
+        def retrieve(self) -> tuple[bool, np.ndarray]:
+            # The stuck capture's frames are black, the good one's grey: a frame from the abandoned reader shows.
+            return True, gray(0 if self.stuck else 128)
+
+        def release(self) -> None:
+            if self.stuck:
+                self.camera.stuck_released.set()
+
+
+def test_a_read_that_never_returns_gets_its_reader_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    from agent.pipeline.capture import Backend
+
+    camera = StuckCamera()
+    backend = Backend("camera", "camera stuck", True, camera.open)
+    with caplog.at_level(logging.WARNING, logger="yolo_edge.source"):
+        src = FrameSource(backend, loop=False, fps=0, reconnect_max_s=0.2, stall_timeout_s=0.5)
+        try:
+            assert camera.in_stuck_grab.wait(5), "the reader never started its first read"
+            frames: list[Frame] = []
+            deadline = time.monotonic() + 10
+            while len(frames) < 3 and time.monotonic() < deadline:
+                if (frame := src.read(0.1)) is not None:
+                    frames.append(frame)
+            assert len(frames) == 3, f"no frames from the reopened camera; health {src.health()}"
+            assert {level_of(f) for f in frames} == {128}
+            health = src.health()
+            assert health.stalls == 1 and health.connected and camera.opens == 2, health
+            assert any("a read has not returned" in r.getMessage() for r in caplog.records), caplog.text
+
+            # The stuck read returns at last: its reader lets go of its capture and delivers nothing.
+            camera.release_stuck.set()
+            assert camera.stuck_released.wait(5), "the abandoned reader kept its capture"
+            later = [f for f in (src.read(0.1) for _ in range(10)) if f is not None]
+            assert later and {level_of(f) for f in later} == {128}
+        finally:
+            camera.release_stuck.set()
+            src.close()

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
+from agent.transport.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
@@ -209,6 +210,7 @@ class AgentConfig:
             # Fields hidden from repr are the secrets; the same marker hides them here.
             summary[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section) if f.repr}
         summary["mqtt"]["password"] = "<redacted>" if self.mqtt.password else None
+        summary["source"]["uri"] = shown_uri(self.source.uri)  # a camera's password, a stream's token
         return summary
 
 

@@ -31,9 +31,9 @@ def _frames(uri: str | None, count: int) -> tuple[list[np.ndarray], str]:
             if frame is not None:
                 frames.append(frame.image)
     if not frames:
-        raise SourceError(f"source {uri} gave no frames")
-    # Cycle short sources so every precision sees the same number of frames.
-    return list(itertools.islice(itertools.cycle(frames), count)), uri
+        raise SourceError(f"{source.name} gave no frames")
+    # Cycle short sources so every precision sees the same number of frames. The name, not the uri: it is printed.
+    return list(itertools.islice(itertools.cycle(frames), count)), source.name
 
 
 def timed_in_turns(detectors: Mapping[str, Detector], frames: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.pipeline.capture import Backend, Capture, CaptureUnavailable, SourceError, resolve, to_bgr
 from agent.pipeline.frames import Frame
+from agent.transport.urls import traceback_text
 
 __all__ = ["FrameSource", "SourceError", "SourceHealth", "open_source"]
 
@@ -252,7 +253,8 @@ class FrameSource:
         except Exception as exc:
             if generation == self._generation:
                 # A bug, not a source going away: hand it to the consumer's read() instead of dying unseen.
-                log.exception("source reader of %s failed", self.name)
+                # Not log.exception: the traceback may quote the uri with its password.
+                log.error("source reader of %s failed:\n%s", self.name, self._backend.scrub(traceback_text(exc)))
                 self._error = exc
         finally:
             if generation == self._generation:
@@ -272,7 +274,7 @@ class FrameSource:
         try:
             cap = self._backend.open()
         except CaptureUnavailable as exc:
-            self._last_error = str(exc)
+            self._last_error = self._backend.scrub(str(exc))  # shown in stats and logs
             return None
         self._opened += 1
         return cap
@@ -369,8 +371,8 @@ class FrameSource:
                     try:
                         cap = self._backend.open()
                     except CaptureUnavailable as exc:  # the file or folder vanished meanwhile
-                        self._last_error = str(exc)
-                        log.warning("source ended: %s", exc)
+                        self._last_error = self._backend.scrub(str(exc))
+                        log.warning("source ended: %s", self._last_error)
                     continue
                 ok, raw = cap.retrieve()
                 image = to_bgr(raw) if ok else None
@@ -422,7 +424,7 @@ def open_source(
         try:
             first = backend.open()
         except CaptureUnavailable as exc:
-            raise SourceError(str(exc)) from None
+            raise SourceError(backend.scrub(str(exc))) from None
     return FrameSource(
         backend, loop=loop, fps=fps, reconnect_max_s=reconnect_max_s, first=first, stall_timeout_s=stall_timeout_s
     )

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Broker
 
+ROOT = Path(__file__).resolve().parents[2]
 AGENT = (sys.executable, "-m", "agent.cli")
 PREFIX = "yolo-edge"
 LOOP_FPS = 8  # pace of looping runs: events keep coming, one core stays free
@@ -44,6 +45,8 @@ def agent_env(state_dir: Path, **settings: object) -> dict[str, str]:
     for name, value in (defaults | settings).items():
         env[f"YOLO_EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
+    # The agent of this checkout, not the one the venv was installed from (another worktree's, perhaps).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 

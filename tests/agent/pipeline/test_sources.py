@@ -17,6 +17,7 @@ from agent.pipeline.capture import to_bgr
 from agent.pipeline.frames import Frame
 from agent.pipeline.sources import FrameSource, SourceError, open_source
 from tests.agent.agent_process import MjpegServer
+from tests.broker import free_port
 
 H, W = 48, 64
 LEVELS = [10 * i + 20 for i in range(12)]  # one gray level per frame, far enough apart to survive JPEG
@@ -202,6 +203,32 @@ def test_nonexistent_path_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.mp4"
     with pytest.raises(SourceError, match=f"'{missing}' not found.*rtsp://"):
         open_source(str(missing))
+
+
+def test_a_stream_that_cannot_be_opened_never_shows_its_password_or_token(caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on the port: every open is refused, and each refusal is logged, counted and kept.
+    port = free_port()
+    uri = f"rtsp://user:pw@127.0.0.1:{port}/stream?token=SECRET"
+    caplog.set_level(logging.DEBUG)
+    with open_source(uri, reconnect_max_s=0.2) as src:
+        assert wait_for(lambda: src.health().reopen_attempts >= 1 and src.health().last_error is not None, 10.0)
+        with pytest.raises(SourceError) as caught:
+            src.probe(0.1)
+        health = src.health()
+    shown = f"stream rtsp://127.0.0.1:{port}/stream"
+    assert src.name == shown and str(caught.value).startswith(shown), (src.name, str(caught.value))
+    assert "cannot connect to" in (health.last_error or "") and "source unavailable" in caplog.text
+    shown_where = {"name": src.name, "error": str(caught.value), "health": repr(health), "log": caplog.text}
+    for where, text in shown_where.items():
+        assert "pw" not in text and "SECRET" not in text, f"{where}: {text}"
+
+
+def test_an_unknown_url_scheme_is_named_without_its_secrets() -> None:
+    with pytest.raises(SourceError) as caught:
+        open_source("rtmp://user:pw@cam.lan/live?token=SECRET")
+    message = str(caught.value)
+    assert message.startswith("source 'rtmp://cam.lan/live' not found"), message
+    assert "pw" not in message and "SECRET" not in message
 
 
 def test_undecodable_video_file_raises(tmp_path: Path) -> None:

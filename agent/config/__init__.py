@@ -17,14 +17,17 @@ from agent.config.sections import (
     EventsConfig,
     HomeAssistantConfig,
     ModelConfig,
+    MotionConfig,
     MqttConfig,
     RemoteConfig,
     SnapshotConfig,
     SourceConfig,
     StatsConfig,
+    TrackingConfig,
     default_device_id,
     default_state_dir,
 )
+from agent.config.zones import ZoneConfig
 
 __all__ = [
     "DEVICE_ID_RE",
@@ -40,11 +43,14 @@ __all__ = [
     "EventsConfig",
     "HomeAssistantConfig",
     "ModelConfig",
+    "MotionConfig",
     "MqttConfig",
     "RemoteConfig",
     "SnapshotConfig",
     "SourceConfig",
     "StatsConfig",
+    "TrackingConfig",
+    "ZoneConfig",
     "default_device_id",
     "default_state_dir",
     "load_config",

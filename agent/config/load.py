@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.config.keys import FILE, ConfigError, Spec
 from agent.config.sections import SECTIONS, AgentConfig, MqttConfig, default_state_dir
+from agent.config.zones import parse_zones
 
 ENV_PREFIX = "YOLO_EDGE_"
 PASSWORD_ENV = "YOLO_EDGE_MQTT_PASSWORD"
@@ -56,14 +57,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _layers(
-    path: Path | None, env: Mapping[str, str], overrides: Mapping[tuple[str, str], object]
+    document: Mapping[str, Any], path: Path | None, env: Mapping[str, str], overrides: Mapping[tuple[str, str], object]
 ) -> Iterator[tuple[str, str, object, str, str]]:
     """Every setting in precedence order: (section, key, raw value, origin, where).
 
     origin is appended to the key in messages about the value ("" for the file, whose values read as
     written); where is appended to messages about an unknown key.
     """
-    for section, table in (_read_toml(path) if path is not None else {}).items():
+    for section, table in document.items():
         if section in SECTIONS and not isinstance(table, dict):
             raise ConfigError(f"{section} in {_shown(path)} must be a table: [{section}] followed by its keys")
         for key, raw in table.items() if section in SECTIONS else [("", table)]:
@@ -163,14 +164,21 @@ def load_config(
     """
     values: dict[tuple[str, str], tuple[Any, str]] = {}  # key -> (parsed value, origin)
     problems: list[str] = []
-    for section, key, raw, origin, where in _layers(path, env, overrides or {}):
+    document = dict(_read_toml(path)) if path is not None else {}
+    # [zones.NAME] are tables of tables, and come from the file alone (they are part of the installation).
+    zones, zone_problems = (
+        parse_zones(document.pop("zones"), f" in {_shown(path)}") if "zones" in document else ((), [])
+    )
+    problems.extend(zone_problems)
+    for section, key, raw, origin, where in _layers(document, path, env, overrides or {}):
         if (section, key) == ("mqtt", "password"):
             problems.append(
                 f"mqtt.password is not allowed{where}; put the password in a file only the agent can read "
                 f"and set mqtt.password_file to it, or set {PASSWORD_ENV}"
             )
         elif section not in SECTIONS:
-            problems.append(f"unknown section [{_shown(section)}]{where}; allowed sections: {', '.join(SECTIONS)}")
+            allowed = ", ".join([*SECTIONS, "zones.NAME"])
+            problems.append(f"unknown section [{_shown(section)}]{where}; allowed sections: {allowed}")
         elif (spec := _SPECS.get((section, key))) is None:
             allowed = ", ".join(k for s, k in _SPECS if s == section)
             problems.append(f"unknown key {section}.{_shown(key)}{where}; allowed keys in [{section}]: {allowed}")
@@ -189,4 +197,4 @@ def load_config(
     sections["agent"].setdefault("state_dir", default_state_dir(env))
     built = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
     built["mqtt"] = MqttConfig(**sections["mqtt"], password=password)
-    return AgentConfig(**built, config_file=Path(path) if path is not None else None)
+    return AgentConfig(**built, zones=zones, config_file=Path(path) if path is not None else None)

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
+from agent.config.zones import ZONE_KEYS, ZoneConfig
 from agent.transport.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
@@ -187,6 +188,31 @@ class AgentSectionConfig:
 
 
 @dataclass(frozen=True)
+class MotionConfig:
+    """[motion]: run the detector only on frames with motion, and on the refreshes below. Times in seconds."""
+
+    enabled: bool = field(default=True, metadata=rule("bool", BOOL))
+    threshold: int = field(default=30, metadata=rule("int", "an integer 1..255", lambda v: 1 <= v <= 255))
+    contour_area: int = field(default=10, metadata=rule("int", "an integer >= 1 (pixels)", lambda v: v >= 1))
+    frame_height: int = field(
+        default=100, metadata=rule("int", "an integer 20..1080 (pixels)", lambda v: 20 <= v <= 1080)
+    )
+    refresh_s: float = field(default=5.0, metadata=rule("float", SECONDS, positive))
+    idle_s: float = field(default=30.0, metadata=rule("float", SECONDS, positive))
+    lightning_threshold: float = field(default=0.8, metadata=rule("float", "a number 0 < x <= 1", fraction))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """[tracking]: a stable id per object across detector frames. Times in seconds."""
+
+    enabled: bool = field(default=True, metadata=rule("bool", BOOL))
+    min_hits: int = field(default=2, metadata=rule("int", "an integer 1..30 (frames)", lambda v: 1 <= v <= 30))
+    max_lost_s: float = field(default=2.0, metadata=rule("float", SECONDS, positive))
+    stationary_s: float = field(default=10.0, metadata=rule("float", SECONDS, positive))
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole configuration, one frozen section per TOML table; `config_file` is where it was read."""
 
@@ -200,6 +226,9 @@ class AgentConfig:
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     agent: AgentSectionConfig = field(default_factory=AgentSectionConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    zones: tuple[ZoneConfig, ...] = ()
     config_file: Path | None = None
 
     def redacted(self) -> dict[str, Any]:
@@ -211,6 +240,13 @@ class AgentConfig:
             summary[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section) if f.repr}
         summary["mqtt"]["password"] = "<redacted>" if self.mqtt.password else None
         summary["source"]["uri"] = shown_uri(self.source.uri)  # a camera's password, a stream's token
+        summary["zones"] = {
+            zone.name: {
+                "polygon": [list(p) for p in zone.polygon],
+                **{k: _plain(getattr(zone, k)) for k in ZONE_KEYS[1:]},
+            }
+            for zone in self.zones
+        }
         return summary
 
 
@@ -225,6 +261,8 @@ SECTIONS: dict[str, type] = {
     "remote": RemoteConfig,
     "deploy": DeployConfig,
     "agent": AgentSectionConfig,
+    "motion": MotionConfig,
+    "tracking": TrackingConfig,
 }
 
 

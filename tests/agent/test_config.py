@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, ConfigError, default_device_id, load_config
+from agent.config.zones import ZONE_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "systemd" / "agent.example.toml"
@@ -557,7 +558,8 @@ def test_redacted_is_plain_data(tmp_path, files):
     assert summary["mqtt"]["password"] is None
     assert summary["config_file"] == str(tmp_path / "agent.toml")
     sections = {"source", "model", "mqtt", "events", "stats", "homeassistant", "snapshot", "remote", "deploy", "agent"}
-    assert set(summary) == {"config_file", *sections}
+    assert set(summary) == {"config_file", "zones", "motion", "tracking", *sections}
+    assert summary["zones"] == {}
 
 
 @pytest.mark.parametrize(
@@ -644,6 +646,8 @@ def test_example_file_documents_every_key():
     for line in EXAMPLE.read_text().splitlines():
         if match := re.fullmatch(r"\[(\w+)\]", line):
             section = match[1]
+        elif re.fullmatch(r"# \[zones\.\w+\]", line):
+            section = "zones"  # the commented example zone
         elif match := re.match(r"#? ?(\w+) = ", line):
             documented.add((section, match[1]))
     settings = AgentConfig()
@@ -653,5 +657,5 @@ def test_example_file_documents_every_key():
         if dataclasses.is_dataclass(getattr(settings, section.name))
         for key in dataclasses.fields(getattr(settings, section.name))
         if key.name != "password"  # never written in the file
-    }
+    } | {("zones", key) for key in ZONE_KEYS}
     assert documented == expected

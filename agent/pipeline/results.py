@@ -36,7 +36,9 @@ class FrameResult:
     """Detections of one frame with where and when it came from.
 
     captured_at: Unix seconds. source_hw: (height, width) pixels. Boxes in
-    `detections` are source-frame pixels.
+    `detections` are source-frame pixels. track_ids and zones run beside the detections, one
+    entry each (the confirmed track's id or None, the zones it stands in), or are empty when
+    the frame was not tracked.
     """
 
     frame_id: int
@@ -44,3 +46,12 @@ class FrameResult:
     source_hw: tuple[int, int]
     detections: Detections
     timings: StageTimings
+    track_ids: tuple[str | None, ...] = ()
+    zones: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.detections)
+        for name in ("track_ids", "zones"):
+            given = len(getattr(self, name))
+            if given not in (0, n):
+                raise ValueError(f"{name} has {given} entries for {n} detections")

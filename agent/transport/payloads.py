@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from agent.pipeline.results import FrameResult
+from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
 
 
@@ -22,14 +23,21 @@ def detections_payload(result: FrameResult, names: Mapping[int, str], model: Map
     # float64 before rounding: rounded float32 values print as 0.16879999637...
     scale = np.array([width, height, width, height], np.float64)
     boxes = np.round(detections.boxes_xyxy.astype(np.float64) / scale, 4)
+    n = len(detections)
+    track_ids = result.track_ids or (None,) * n
+    zones = result.zones or ((),) * n
     items = [
         {
             "label": names.get(int(class_id), str(int(class_id))),
             "class_id": int(class_id),
             "confidence": round(float(score), 4),
             "box": box.tolist(),
+            "track_id": track_id,
+            "zones": list(in_zones),
         }
-        for box, score, class_id in zip(boxes, detections.scores, detections.class_ids, strict=True)
+        for box, score, class_id, track_id, in_zones in zip(
+            boxes, detections.scores, detections.class_ids, track_ids, zones, strict=True
+        )
     ]
     timings = result.timings.as_dict()
     timings.pop("publish")  # not known until this very message is out
@@ -57,6 +65,33 @@ def event_payload(event: PresenceEvent, seq: int) -> bytes:
             "frame": event.frame,
         }
     )
+
+
+def object_payload(event: ObjectEvent, seq: int) -> bytes:
+    """One `objects` message: a tracked object's new / update / end."""
+    return dumps(
+        {
+            "seq": seq,
+            "type": event.type,
+            "id": event.id,
+            "label": event.label,
+            "score": event.score,
+            "top_score": event.top_score,
+            "box": list(event.box),
+            "zones": list(event.zones),
+            "entered_zones": list(event.entered_zones),
+            "stationary": event.stationary,
+            "start_ts": event.start_ts,
+            "end_ts": event.end_ts,
+            "ts": round(event.ts, 3),
+            "frame": event.frame,
+        }
+    )
+
+
+def zones_payload(counts: Mapping[str, Mapping[str, int]], ts: float) -> bytes:
+    """Retained `zones`: every configured zone with its count per label, zeros included."""
+    return dumps({"ts": round(ts, 3), "zones": {zone: dict(labels) for zone, labels in counts.items()}})
 
 
 def presence_payload(counts: Mapping[str, int], ts: float) -> bytes:

@@ -10,6 +10,8 @@ from __future__ import annotations
 STATUS = "status"  # online / offline (last will) / stopped, retained
 DETECTIONS = "detections"
 EVENTS = "events"  # per-label presence events, sequenced through the outbox
+OBJECTS = "objects"  # per-object new / update / end, sequenced through the outbox
+ZONES = "zones"  # per-zone counts by label, retained
 PRESENCE = "presence"  # the open presences, retained
 STATS = "stats"  # retained
 SNAPSHOT = "snapshot"  # JPEG, retained

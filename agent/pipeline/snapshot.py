@@ -6,7 +6,7 @@ At 640 px wide this costs a few milliseconds, once per presence start or request
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -53,18 +53,45 @@ def scaled_to_width(image_bgr: np.ndarray, width: int) -> tuple[np.ndarray, floa
     return cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA), scale
 
 
-def draw_detections(image_bgr: np.ndarray, detections: Detections, names: Mapping[int, str], scale: float) -> None:
-    """Draw boxes and `label confidence` tags in place; boxes_xyxy are source pixels, `scale` maps them to image."""
+ZONE_COLOR = (0, 215, 255)  # amber: apart from the class palette's boxes
+
+
+def draw_zones(image_bgr: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> None:
+    """Outline each (name, normalized polygon) in place, its name at its first corner."""
+    height, width = image_bgr.shape[:2]
+    thickness = max(1, round(width / 400))
+    font_scale = max(0.4, width / 1600)
+    for name, polygon in zones:
+        points = np.round(np.array(polygon, np.float64) * [width - 1, height - 1]).astype(np.int32)
+        cv2.polylines(image_bgr, [points.reshape(-1, 1, 2)], True, ZONE_COLOR, thickness, cv2.LINE_AA)
+        x, y = int(points[0][0]), int(points[0][1])
+        cv2.putText(image_bgr, name, (x + 3, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ZONE_COLOR, 1)
+
+
+def draw_detections(
+    image_bgr: np.ndarray,
+    detections: Detections,
+    names: Mapping[int, str],
+    scale: float,
+    track_ids: Sequence[str | None] = (),
+) -> None:
+    """Draw boxes and `label confidence` tags (with the track id when known) in place; boxes_xyxy are source
+    pixels, `scale` maps them to image."""
     height, width = image_bgr.shape[:2]
     thickness = max(1, round(width / 400))
     font_scale = max(0.4, width / 1600)
     boxes = np.round(detections.boxes_xyxy * scale).astype(np.int64)
-    for (x1, y1, x2, y2), score, class_id in zip(boxes, detections.scores, detections.class_ids, strict=True):
+    ids = track_ids or (None,) * len(detections)
+    for (x1, y1, x2, y2), score, class_id, track_id in zip(
+        boxes, detections.scores, detections.class_ids, ids, strict=True
+    ):
         color = PALETTE[int(class_id) % len(PALETTE)]
         x1, x2 = int(np.clip(x1, 0, width - 1)), int(np.clip(x2, 0, width - 1))
         y1, y2 = int(np.clip(y1, 0, height - 1)), int(np.clip(y2, 0, height - 1))
         cv2.rectangle(image_bgr, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         tag = f"{names.get(int(class_id), str(int(class_id)))} {float(score):.2f}"
+        if track_id is not None:
+            tag += f" #{_short_id(track_id)}"
         (text_w, text_h), baseline = cv2.getTextSize(tag, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         # Above the box when there is room, else inside its top edge.
         top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
@@ -81,12 +108,23 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, names: Mappin
         )
 
 
+def _short_id(track_id: str) -> str:
+    """The end of a track id: unique enough to tell the objects of one picture apart."""
+    return track_id[-6:]
+
+
 def snapshot_jpeg(
-    image_bgr: np.ndarray, detections: Detections, names: Mapping[int, str], settings: SnapshotSettings
+    image_bgr: np.ndarray,
+    detections: Detections,
+    names: Mapping[int, str],
+    settings: SnapshotSettings,
+    track_ids: Sequence[str | None] = (),
+    zones: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
 ) -> bytes:
-    """JPEG bytes of `image_bgr` ((H, W, 3) uint8) scaled to at most settings.width, detections drawn."""
+    """JPEG bytes of `image_bgr` ((H, W, 3) uint8) scaled to at most settings.width, zones and detections drawn."""
     canvas, scale = scaled_to_width(image_bgr, settings.width)
-    draw_detections(canvas, detections, names, scale)
+    draw_zones(canvas, zones)
+    draw_detections(canvas, detections, names, scale, track_ids)
     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, settings.quality])
     if not ok:  # cv2 only fails here on an image it cannot hold, which is a bug upstream
         raise RuntimeError(f"cv2.imencode failed for a {canvas.shape} snapshot")

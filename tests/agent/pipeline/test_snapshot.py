@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from agent.pipeline.detections import Detections
-from agent.pipeline.snapshot import PALETTE, SnapshotSettings, draw_detections, scaled_to_width, snapshot_jpeg
+from agent.pipeline.snapshot import (
+    PALETTE,
+    ZONE_COLOR,
+    SnapshotSettings,
+    draw_detections,
+    draw_zones,
+    scaled_to_width,
+    snapshot_jpeg,
+)
 
 NAMES = {0: "circle", 1: "square"}
 
@@ -95,3 +103,26 @@ def test_quality_trades_size() -> None:
     image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (5, 5), 0)
     sizes = [len(snapshot_jpeg(image, Detections.empty(), NAMES, SnapshotSettings(640, q))) for q in (20, 80, 100)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2
+
+
+def test_zone_outlines_are_drawn_where_the_polygon_is() -> None:
+    image = np.full((240, 320, 3), 128, np.uint8)
+    canvas = image.copy()
+    # The left half, lower half of the frame.
+    draw_zones(canvas, [("yard", ((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)))])
+    color = np.array(ZONE_COLOR, np.int16)
+    top_edge = canvas[120, 20:150].astype(np.int16)  # y = 0.5 * 239
+    assert (np.abs(top_edge - color).max(axis=1) < 40).mean() > 0.8
+    assert np.array_equal(canvas[:100, 200:], image[:100, 200:]), "drawn outside the zone's outline"
+
+
+def test_the_track_id_joins_the_label_tag() -> None:
+    found = detections((150, 100, 300, 200, 0.87, 1))
+    plain, tracked = scene(), scene()
+    draw_detections(plain, found, NAMES, 1.0)
+    draw_detections(tracked, found, NAMES, 1.0, ("1733000000.123-abc123",))
+    # The tag grows to the right with " #abc123"; the box itself is the same.
+    assert not np.array_equal(plain[70:100, 230:330], tracked[70:100, 230:330])
+    assert np.array_equal(plain[105:200, :], tracked[105:200, :])
+    jpeg = snapshot_jpeg(scene(), found, NAMES, SnapshotSettings(), ("x",), [("yard", ((0, 0), (1, 0), (0, 1)))])
+    assert decode(jpeg).shape == (480, 640, 3)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from agent.transport import topics
+
 log = logging.getLogger("yolo_edge.discovery")
 
 ORIGIN_NAME = "yolo-edge"
@@ -49,6 +51,8 @@ class DiscoveryDevice:
 
     topic_prefix: `<prefix>/<device>`. model: the model's name (shown as the device's model).
     labels: the classes of interest, each getting a count sensor and a presence binary sensor.
+    zones: (zone name, its labels of interest) pairs; each zone gets an occupancy binary sensor and
+    a count sensor per label, fed by the retained `zones` message.
     """
 
     device_id: str
@@ -57,6 +61,7 @@ class DiscoveryDevice:
     labels: tuple[str, ...]
     version: str
     url: str | None = None
+    zones: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def discovery_topic(discovery_prefix: str, device_id: str) -> str:
@@ -113,7 +118,7 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
             "name": "Connectivity",
             "device_class": "connectivity",
             "entity_category": "diagnostic",
-            "state_topic": f"{t}/status",
+            "state_topic": f"{t}/{topics.STATUS}",
             "value_template": "{{ 'ON' if value == 'online' else 'OFF' }}",
         },
         "fps": {
@@ -123,7 +128,7 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
             "unit_of_measurement": "fps",
             "state_class": "measurement",
             "entity_category": "diagnostic",
-            "state_topic": f"{t}/stats",
+            "state_topic": f"{t}/{topics.STATS}",
             "value_template": "{{ value_json.fps }}",
         },
         "inference_p50": {
@@ -133,7 +138,7 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
             "unit_of_measurement": "ms",
             "state_class": "measurement",
             "entity_category": "diagnostic",
-            "state_topic": f"{t}/stats",
+            "state_topic": f"{t}/{topics.STATS}",
             # A stats window without frames has no latency figures: unknown, not an error.
             "value_template": (
                 "{{ value_json.latency_ms.inference.p50 if 'inference' in value_json.latency_ms else none }}"
@@ -146,20 +151,39 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
             "name": f"{label} count",
             "icon": "mdi:counter",
             "state_class": "measurement",
-            "state_topic": f"{t}/presence",
+            "state_topic": f"{t}/{topics.PRESENCE}",
             "value_template": f"{{{{ {_count_of(label)} }}}}",
         }
         components[f"present_{key}"] = {
             "p": "binary_sensor",
             "name": f"{label} present",
             "device_class": "occupancy",
-            "state_topic": f"{t}/presence",
+            "state_topic": f"{t}/{topics.PRESENCE}",
             "value_template": f"{{{{ 'ON' if {_count_of(label)} > 0 else 'OFF' }}}}",
         }
+    for zone, zone_labels in device.zones:
+        in_zone = f"value_json.zones.get({json.dumps(zone)}, {{}})"
+        zone_key = f"zone_{_slug(zone)}"
+        components[f"{zone_key}_occupied"] = {
+            "p": "binary_sensor",
+            "name": f"{zone} occupied",
+            "device_class": "occupancy",
+            "state_topic": f"{t}/{topics.ZONES}",
+            "value_template": f"{{{{ 'ON' if ({in_zone}.values() | sum) > 0 else 'OFF' }}}}",
+        }
+        for label, key in _component_keys(zone_labels).items():
+            components[f"{zone_key}_count_{key}"] = {
+                "p": "sensor",
+                "name": f"{zone} {label} count",
+                "icon": "mdi:counter",
+                "state_class": "measurement",
+                "state_topic": f"{t}/{topics.ZONES}",
+                "value_template": f"{{{{ {in_zone}.get({json.dumps(label)}, 0) }}}}",
+            }
     components["snapshot"] = {
         "p": "image",
         "name": "Snapshot",
-        "image_topic": f"{t}/snapshot",
+        "image_topic": f"{t}/{topics.SNAPSHOT}",
         "content_type": "image/jpeg",
     }
     for key, component in components.items():
@@ -178,7 +202,7 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
         "o": origin,
         "availability": [
             {
-                "topic": f"{t}/status",
+                "topic": f"{t}/{topics.STATUS}",
                 "payload_available": "online",
                 "payload_not_available": "offline",
                 "value_template": "{{ 'online' if value == 'online' else 'offline' }}",
@@ -218,7 +242,7 @@ class DiscoveryAnnouncer:
 
     def on_ha_status(self, payload: bytes) -> None:
         """A message on `<discovery_prefix>/status` (paho's thread): re-send after 0..max_delay_s if it is `online`."""
-        if payload.strip() != b"online":
+        if payload.strip() != topics.ONLINE:
             return
         with self._lock:
             if self._closed:

@@ -25,7 +25,7 @@ from agent.transport.discovery import (
     discovery_topic,
     package_version,
 )
-from agent.transport.payloads import presence_payload
+from agent.transport.payloads import presence_payload, zones_payload
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 COCO_LIKE = {i: f"label{i}" for i in range(80)}
@@ -236,3 +236,23 @@ def test_closing_the_announcer_cancels_a_pending_send() -> None:
     announcer.on_ha_status(b"online")
     time.sleep(0.4)
     assert sent.times == []
+
+
+def test_zones_get_an_occupancy_sensor_and_a_count_per_label_fed_by_the_zones_topic() -> None:
+    device = DiscoveryDevice(
+        "pi-4", "yolo-edge/pi-4", "shapes", ("circle",), "1.2.3", zones=(("drive way", ("car", "person")),)
+    )
+    components = check_discovery(discovery_payload(device), device)
+    occupied = components["zone_drive_way_occupied"]
+    cars = components["zone_drive_way_count_car"]
+    assert occupied["p"] == "binary_sensor" and occupied["device_class"] == "occupancy"
+    assert occupied["state_topic"] == cars["state_topic"] == "yolo-edge/pi-4/zones"
+    busy = zones_payload({"drive way": {"car": 2, "person": 0}}, 1700000000.0)
+    empty = zones_payload({"drive way": {"car": 0, "person": 0}}, 1700000000.0)
+    other = zones_payload({"garden": {"dog": 1}}, 1700000000.0)
+    assert render(occupied["value_template"], busy) == "ON"
+    assert render(occupied["value_template"], empty) == "OFF"
+    assert render(occupied["value_template"], other) == "OFF", "a zone missing from the message is empty"
+    assert render(cars["value_template"], busy) == "2"
+    assert render(components["zone_drive_way_count_person"]["value_template"], busy) == "0"
+    assert render(cars["value_template"], other) == "0"

@@ -1,0 +1,129 @@
+"""Tracker on literal boxes: ids kept while moving, crossing and briefly missed; confirmation; endings."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from agent.pipeline.detections import Detections
+from agent.scene.tracker import Tracker, TrackerSettings, iou_matrix, new_track_id
+
+FPS = 10.0
+
+
+def dets(*rows: tuple[float, float, float, float, float, int]) -> Detections:
+    """(x1, y1, x2, y2, score, class_id) rows."""
+    a = np.array(rows, np.float64).reshape(-1, 6)
+    return Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int64))
+
+
+def counter_ids() -> Tracker:
+    numbers = itertools.count(1)
+    return Tracker(TrackerSettings(), make_id=lambda ts: f"t{next(numbers)}")
+
+
+def test_one_box_moving_right_keeps_one_id() -> None:
+    tracker = counter_ids()
+    ids = []
+    for i in range(10):
+        x = 10 + 8 * i
+        ids.append(tracker.update(dets((x, 50, x + 40, 90, 0.9, 0)), i / FPS).track_ids[0])
+    assert ids == [None] + ["t1"] * 9, "confirmed on its second frame, then the same id"
+
+
+def test_two_boxes_crossing_keep_their_ids() -> None:
+    tracker = counter_ids()
+    seen: dict[str, set[str]] = {"left": set(), "right": set()}
+    for i in range(21):
+        a = 10 + 10 * i  # left to right
+        b = 210 - 10 * i  # right to left, same height: they overlap mid-way
+        update = tracker.update(dets((a, 50, a + 40, 90, 0.9, 0), (b, 52, b + 40, 92, 0.85, 0)), i / FPS)
+        if i >= 1:
+            seen["left"].add(update.track_ids[0])
+            seen["right"].add(update.track_ids[1])
+    assert len(seen["left"]) == len(seen["right"]) == 1, seen
+    assert seen["left"] != seen["right"]
+
+
+def test_a_short_miss_keeps_the_id_and_a_long_one_ends_the_track() -> None:
+    tracker = counter_ids()
+    box = (10, 10, 50, 50, 0.9, 0)
+    tracker.update(dets(box), 0.0)
+    assert tracker.update(dets(box), 0.1).track_ids == ("t1",)
+    assert tracker.update(dets(), 0.5).ended == ()
+    assert tracker.update(dets(box), 1.5).track_ids == ("t1",), "1.4 s missed < max_lost_s 2 s"
+    tracker.update(dets(), 2.0)
+    gone = tracker.update(dets(), 3.6)
+    assert [t.id for t in gone.ended] == ["t1"] and gone.ended[0].last_seen_ts == 1.5
+    assert tracker.update(dets(box), 4.0).track_ids == (None,), "a new track, not yet confirmed"
+    assert tracker.update(dets(box), 4.1).track_ids == ("t2",)
+
+
+def test_a_one_frame_false_positive_never_gets_an_id() -> None:
+    tracker = counter_ids()
+    assert tracker.update(dets((10, 10, 50, 50, 0.9, 0)), 0.0).started == ()
+    update = tracker.update(dets(), 0.1)
+    assert update.tracks == () and update.ended == () and tracker.active == 0
+
+
+def test_a_low_score_detection_continues_a_track_but_never_starts_one() -> None:
+    tracker = counter_ids()
+    tracker.update(dets((10, 10, 50, 50, 0.9, 0)), 0.0)
+    tracker.update(dets((12, 10, 52, 50, 0.9, 0)), 0.1)
+    assert tracker.update(dets((14, 10, 54, 50, 0.3, 0)), 0.2).track_ids == ("t1",)
+    fresh = counter_ids()
+    for i in range(5):
+        assert fresh.update(dets((10, 10, 50, 50, 0.3, 0)), i / FPS).track_ids == (None,)
+
+
+def test_stationary_after_stationary_s_and_not_while_moving() -> None:
+    numbers = itertools.count(1)
+    tracker = Tracker(TrackerSettings(stationary_s=3.0), make_id=lambda ts: f"t{next(numbers)}")
+    states, ids = [], set()
+    for i in range(50):  # 5 s at 10 fps: moves fast for 1 s, stops dead, then stands (a little jitter)
+        x = 10 + 20 * min(i, 10) + (i % 2)
+        update = tracker.update(dets((x, 50, x + 40, 90, 0.9, 0)), i / FPS)
+        states.append(bool(update.tracks and update.tracks[0].stationary))
+        ids.update(track.id for track in update.tracks)
+    assert ids == {"t1"}, "the id changed when the object stopped"
+    assert not any(states[:40]) and all(states[40:]), states
+
+
+def test_a_still_scene_refreshed_every_5_s_keeps_its_track_although_max_lost_s_is_2() -> None:
+    tracker = counter_ids()
+    box = (10, 10, 50, 50, 0.9, 0)
+    tracker.update(dets(box), 0.0)
+    tracker.update(dets(box), 0.1)
+    # The motion gate skips still frames; the detector runs at each refresh, and once misses it.
+    for ts, seen in ((5.1, True), (10.1, False), (15.1, True)):
+        update = tracker.update(dets(box) if seen else dets(), ts, still=True)
+        assert update.ended == () and [t.id for t in update.tracks] == ["t1"], ts
+
+
+def test_the_label_is_the_class_with_the_most_accumulated_score() -> None:
+    tracker = counter_ids()
+    for i, class_id in enumerate([0, 0, 1, 0, 1]):
+        update = tracker.update(dets((10, 10, 50, 50, 0.9 if class_id == 0 else 0.6, class_id)), i / FPS)
+    assert update.tracks[0].class_id == 0
+
+
+def test_close_ends_every_confirmed_track() -> None:
+    tracker = counter_ids()
+    tracker.update(dets((10, 10, 50, 50, 0.9, 0), (100, 10, 140, 50, 0.9, 1)), 0.0)
+    tracker.update(dets((10, 10, 50, 50, 0.9, 0), (100, 10, 140, 50, 0.9, 1)), 0.1)
+    assert sorted(t.id for t in tracker.close(1.0)) == ["t1", "t2"] and tracker.active == 0
+
+
+def test_ids_are_unique_across_instances_and_readable() -> None:
+    ids = {new_track_id(1733000000.0) for _ in range(200)}
+    assert len(ids) == 200 and all(i.startswith("1733000000.000-") for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [((0, 0, 10, 10), (0, 0, 10, 10), 1.0), ((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3), ((0, 0, 1, 1), (2, 2, 3, 3), 0.0)],
+)
+def test_iou(a: tuple, b: tuple, expected: float) -> None:
+    assert iou_matrix(np.array([a], np.float32), np.array([b], np.float32))[0, 0] == pytest.approx(expected)

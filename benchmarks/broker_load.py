@@ -374,9 +374,9 @@ def run_worker(spec: WorkerSpec, messages: Any, go: Any) -> WorkerReport:
     image = np.zeros((*FRAME_HW, 3), np.uint8)  # never read by the stand-in detector; gives the frame its size
     agents = [SimulatedAgent(d, spec, spec.seed * 1000 + i, image) for i, d in enumerate(spec.devices)]
     for agent in agents:
-        agent.transport.publisher.inner.start()
+        agent.publisher.inner.start()
     deadline = time.monotonic() + READY_TIMEOUT_S / 2
-    while not all(agent.transport.publisher.health().connected for agent in agents):
+    while not all(agent.publisher.health().connected for agent in agents):
         if time.monotonic() > deadline:
             raise RuntimeError(f"worker {spec.index}: not every agent connected to {spec.host}:{spec.port}")
         time.sleep(0.05)

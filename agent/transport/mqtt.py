@@ -43,6 +43,7 @@ __all__ = ["MqttPublisher"]
 
 log = logging.getLogger("yolo_edge.mqtt")
 
+QUEUE_LIMIT = 10_000  # QoS 1 messages waiting in memory for the writer (a disk far slower than the loop)
 HELD_LIMIT = 1000  # QoS 1 messages held in memory while the outbox cannot store them (like MAX_UNSENT_EVENTS)
 
 
@@ -51,11 +52,12 @@ class MqttPublisher:
 
     The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
     the stats timer and paho's network thread may all call in.
-    queue_limit: QoS 1 messages waiting in memory for the writer at most (default: the outbox's bound).
+    queue_limit: QoS 1 messages waiting in memory for the writer at most; held_limit: QoS 1 messages
+    held in memory while the outbox cannot store them at most. Past either, messages are dropped and counted.
     """
 
     def __init__(
-        self, settings: MqttSettings, outbox: Outbox, queue_limit: int | None = None, held_limit: int = HELD_LIMIT
+        self, settings: MqttSettings, outbox: Outbox, queue_limit: int = QUEUE_LIMIT, held_limit: int = HELD_LIMIT
     ) -> None:
         self.settings = settings
         self.outbox = outbox
@@ -74,8 +76,7 @@ class MqttPublisher:
         client.on_message = self._on_message
 
         self._retained = RetainedStates()
-        limit = outbox.max_messages if queue_limit is None else queue_limit
-        self._spool = Spool(outbox, limit, held_limit, wake=lambda: self._courier.wake())
+        self._spool = Spool(outbox, queue_limit, held_limit, wake=lambda: self._courier.wake())
         # A window of a few inflight rounds keeps paho's own queue short yet never empty while a backlog drains.
         window = max(4 * settings.max_inflight, 200)
         self._courier = Courier(client, outbox, self._spool, self._retained, self._topic(topics.STATUS), window)

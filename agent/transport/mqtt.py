@@ -225,6 +225,9 @@ class MqttPublisher:
             self._courier.progress.clear()
         # The last store (queued messages, acknowledged rows) may take a slow disk's fsync or two.
         self._courier.stop(max(1.0, deadline - time.monotonic()))
+        lost = self._spool.queued + self._spool.held_count
+        if lost:  # the outbox refused them to the end: memory was all they had
+            log.warning("%d QoS 1 messages could not be stored in %s and are lost", lost, self.outbox.path)
         # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
         # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
         self._client.drop_out_messages()

@@ -34,7 +34,7 @@ from agent.transport import topics
 from agent.transport.connection import MqttSettings, closed_early_hint, describe_connect_error, make_client
 from agent.transport.courier import Courier
 from agent.transport.handover import QUEUED, RetainedStates
-from agent.transport.outbox import NewMessage, Outbox
+from agent.transport.outbox import NewMessage, Outbox, OutboxError
 from agent.transport.publisher import PublisherHealth
 from agent.transport.spool import Spool
 from agent.transport.topics import checked_suffix
@@ -101,6 +101,10 @@ class MqttPublisher:
             if self._started or self._closing:
                 return self
             self._started = True
+        try:
+            self._spool.load_counters()
+        except OutboxError as error:  # each counter is read on first use instead
+            log.warning("%s", error)
         self._courier.start()
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
         self._client.loop_start()

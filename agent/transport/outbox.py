@@ -195,6 +195,11 @@ class Outbox:
             row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
+    def counters(self) -> dict[str, int]:
+        """Every sequence counter's last stored value."""
+        with self._reading("read the counters"):
+            return {str(name): int(value) for name, value in self._db.execute("SELECT name, value FROM counters")}
+
     def pending(self, after_id: int = 0, limit: int = 100) -> list[OutboxMessage]:
         """Up to `limit` stored messages with id > after_id, oldest first."""
         with self._reading("read pending messages"):

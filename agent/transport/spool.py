@@ -104,6 +104,13 @@ class Spool:
         self._wake()
         return seq
 
+    def load_counters(self) -> None:
+        """Read every stored counter now, so that no publish_sequenced() has to wait for the outbox's lock."""
+        stored = self.outbox.counters()
+        with self._lock:
+            for name, value in stored.items():
+                self._seqs.setdefault(name, value)
+
     def _load_counter(self, counter: str) -> None:
         """Numbers come from memory; the stored counter is read once per counter and run."""
         with self._lock:

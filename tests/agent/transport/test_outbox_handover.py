@@ -45,7 +45,7 @@ class ControlledOutbox(Outbox):
     def store(
         self, messages: Sequence[NewMessage], remove: Iterable[int] = (), on_commit: Callable[[], None] | None = None
     ) -> list[int]:
-        self.store_gate.wait(timeout=10)
+        self.store_gate.wait(timeout=30)
         if self.broken and messages:
             raise OutboxError(f"outbox {self.path}: cannot store messages: database or disk is full")
         return super().store(messages, remove, on_commit)
@@ -311,3 +311,30 @@ def test_close_stores_what_was_queued_and_leaves_it_for_the_next_run(tmp_path: P
     db = sqlite3.connect(path)
     assert db.execute("SELECT value FROM counters WHERE name = 'events'").fetchone() == (50,)
     db.close()
+
+
+def test_a_stalled_disk_stalls_neither_the_loop_nor_pahos_thread(
+    tmp_path: Path, broker: Broker, observers, publishers
+) -> None:
+    """The writer waits for the disk alone: QoS 0 keeps flowing and reconnects complete meanwhile."""
+    outbox = ControlledOutbox(tmp_path / "outbox.db")
+    observer = observers(broker)
+    publisher = publishers(settings(broker.port), outbox)
+    wait_until("connected", lambda: publisher.health().connected)
+    outbox.store_gate.clear()  # every store now hangs, like an SD card stuck in a long fsync
+    try:
+        started = time.perf_counter()
+        publisher.publish_sequenced("events", event)
+        publisher.publish("alerts", b"queued", qos=1)
+        assert time.perf_counter() - started < 0.25, "the loop waited for the disk"
+        broker.stop()
+        broker.start()  # paho's thread reconnects while the writer is stuck
+        wait_until("reconnected", lambda: publisher.health().reconnects == 1, timeout=10)
+        observer = observers(broker)
+        publisher.publish("detections", b"live", qos=0)
+        observer.wait_count(f"{PREFIX}/detections", 1)
+        assert observer.payloads(EVENTS) == [], "nothing goes out before it is stored"
+    finally:
+        outbox.store_gate.set()
+    assert seqs(observer.wait_count(EVENTS, 1)) == [1]
+    assert observer.wait_count(f"{PREFIX}/alerts", 1) == [b"queued"]

@@ -262,6 +262,8 @@ class MqttPublisher:
                 log.error("%s:%d refused the connection: %s; retrying", self.settings.host, self.settings.port, reason)
             self._first_attempt.set()
             return
+        # The courier first: once health() says connected, a QoS 0 publish must go out, not be dropped.
+        self._courier.connected()  # it announces, re-publishes and replays on its own thread
         with self._lock:
             self._connected = True
             self._refused = self._unreachable = False
@@ -269,7 +271,6 @@ class MqttPublisher:
             subscribed = list(self._handlers)
         self._disconnected.clear()
         log.info("connected to %s:%d", self.settings.host, self.settings.port)
-        self._courier.connected()  # it announces, re-publishes and replays on its own thread
         if subscribed:
             client.subscribe([(topic, 1) for topic in subscribed])
         self._first_attempt.set()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ from agent.pipeline.loop import AgentLoop, LoopSettings
 from agent.pipeline.precision_cache import PrecisionCache
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
-from agent.pipeline.sources import open_source
+from agent.pipeline.sources import FrameSource, open_source
 from agent.system.notify import SystemdNotifier
 from agent.transport import topics
 from agent.transport.discovery import (
@@ -142,7 +143,7 @@ def _startup_detector(config: AgentConfig) -> tuple[Detector, LoadReport, Startu
     return detector, report, startup
 
 
-def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupModel) -> Deployer:
+def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupModel, stack: ExitStack) -> Deployer:
     """Take `deploy` commands; states go out retained on `deploy/state` (QoS 0: re-sent on every connect)."""
     deployer = Deployer(
         DeploySettings.from_config(config.deploy, config.agent.state_dir),
@@ -150,6 +151,7 @@ def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupMod
         lambda payload, retain: publisher.publish(topics.DEPLOY_STATE, payload, qos=0, retain=retain),
         startup,
     )
+    stack.callback(deployer.close)  # publishes a deployment it cuts short: before the publisher closes
     publisher.subscribe(topics.DEPLOY, deployer.on_deploy)
     return deployer
 
@@ -160,11 +162,9 @@ def _runtime_settings(config: AgentConfig) -> RuntimeSettings:
     return RuntimeSettings(model.confidence, model.iou, model.classes, model.class_confidence)
 
 
-def _mqtt_publisher(
-    config: AgentConfig, stack: ExitStack, detector: Detector
-) -> tuple[MqttPublisher, CommandInbox, DiscoveryAnnouncer | None]:
-    """The started MQTT publisher (its first connection attempt over, or FIRST_CONNECT_WAIT_S gone), the
-    inbox its command topics feed, and the discovery announcer (if on)."""
+def _mqtt_publisher(config: AgentConfig, stack: ExitStack, detector: Detector) -> tuple[MqttPublisher, CommandInbox]:
+    """The started MQTT publisher (its first connection attempt over, or FIRST_CONNECT_WAIT_S gone) and the
+    inbox its command topics feed; both, and the discovery announcer (if on), are closed by `stack`."""
     from agent.transport.connection import MqttSettings
     from agent.transport.mqtt import MqttPublisher
     from agent.transport.outbox import Outbox
@@ -174,52 +174,57 @@ def _mqtt_publisher(
         Outbox(agent.state_dir / "outbox.sqlite3", agent.outbox_max_messages, agent.outbox_max_age_s)
     )
     publisher = MqttPublisher(MqttSettings.from_config(mqtt), outbox)
+    # On the stack right after the outbox, so it is closed before it, however `run` ends: paho's thread
+    # must not outlive the outbox it sends from. Closing a publisher never started does nothing.
+    stack.callback(publisher.close, timeout=3.0)
     # Replies are QoS 0: commands from the network must not be able to fill the outbox that holds the events.
     inbox = CommandInbox(detector.names, lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0))
     if config.remote.settings:
         publisher.subscribe(topics.SET, inbox.on_set)
     if config.snapshot.enabled:
         publisher.subscribe(topics.SNAPSHOT_REQUEST, inbox.on_snapshot_request)
-    announcer = _home_assistant(config, publisher, detector)
+    _home_assistant(config, publisher, detector, stack)
     publisher.start().wait_first_attempt(FIRST_CONNECT_WAIT_S)  # a refusal or an unreachable host ends it at once
-    return publisher, inbox, announcer
+    return publisher, inbox
 
 
-def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Detector) -> DiscoveryAnnouncer | None:
+def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Detector, stack: ExitStack) -> None:
     """Announce the device to Home Assistant (before start(): it goes out once connected), or remove it."""
     ha, device_id = config.homeassistant, config.mqtt.device_id
     topic = discovery_topic(ha.discovery_prefix, device_id)
     if not ha.discovery:
         # Removes what an earlier run announced; a no-op on the broker when there is nothing.
         publisher.publish_absolute(topic, b"", qos=1, retain=True)
-        return None
+        return
     labels = classes_of_interest(detector.names, ha.classes, config.model.classes)
     prefix, name = publisher.settings.topic_prefix, detector.identity.name
     device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url())
     announcer = DiscoveryAnnouncer(
         lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, dumps(discovery_payload(device))
     )
+    stack.callback(announcer.close)  # its timer publishes: stopped before the publisher closes
     publisher.subscribe(f"{ha.discovery_prefix}/{topics.HA_STATUS}", announcer.on_ha_status, absolute=True)
     announcer.announce()  # retained: the publisher also sends it again on every connect
-    return announcer
 
 
 def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
     topic_prefix = f"{config.mqtt.prefix}/{config.mqtt.device_id}"
-    source = open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s)
+    source = _open_configured_source(config)
     with ExitStack() as stack:
         stack.enter_context(source)
         detector, _, startup = _startup_detector(config)
         inbox: CommandInbox | None = None
-        announcer: DiscoveryAnnouncer | None = None
         deployer: Deployer | None = None
         publisher: Publisher
+        # Whatever goes wrong from here on, the stack closes what was started, newest first: the notifier,
+        # the deployer, the announcer, the publisher (paho's thread), the outbox, the source.
         if dry_run:  # no broker: no commands come in, and Home Assistant is not told about a dry run
             publisher = StdoutPublisher(topic_prefix)
+            stack.callback(publisher.close, timeout=3.0)
         else:
-            publisher, inbox, announcer = _mqtt_publisher(config, stack, detector)
+            publisher, inbox = _mqtt_publisher(config, stack, detector)
             if config.deploy.enabled:
-                deployer = _deployer(config, publisher, startup)
+                deployer = _deployer(config, publisher, startup, stack)
                 deployer.announce_startup(detector.identity)
         stop = threading.Event()
         notifier = stack.enter_context(closing(SystemdNotifier()))
@@ -229,9 +234,29 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             notifier.stopping()
             stop.set()
 
+        ticks_from = time.monotonic()
+        waiting_for_camera = False
+
+        def tick() -> None:
+            nonlocal waiting_for_camera
+            notifier.alive()
+            if not notifier.is_ready and time.monotonic() - ticks_from >= config.agent.ready_timeout_s:
+                # Ready without a frame: the agent runs and reports; the camera is the source's to wait for.
+                waiting_for_camera = True
+                log.warning(
+                    "no frame from %s within %g s; reporting ready, waiting for the camera",
+                    source.name,
+                    config.agent.ready_timeout_s,
+                )
+                notifier.ready(f"waiting for the camera ({source.name}): no frame yet")
+
         def frame_done(result: FrameResult) -> None:
-            notifier.ready(f"running {loop.detector.identity.precision}, first frame processed")
-            notifier.frame_processed()
+            nonlocal waiting_for_camera
+            status = f"running {loop.detector.identity.precision}, first frame processed"
+            if waiting_for_camera:
+                waiting_for_camera = False
+                notifier.status(status)
+            notifier.ready(status)
 
         def stats_done(stats: dict) -> None:
             broker = "connected" if stats["mqtt"]["connected"] else "broker unreachable"
@@ -257,6 +282,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             settings,
             stop=stop,
             on_frame=frame_done,
+            on_tick=tick,
             on_stats=stats_done,
             inbox=inbox,
             runtime=_runtime_settings(config),
@@ -266,18 +292,18 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             counters = loop.run()
         finally:
             notifier.stopping()
-            if deployer is not None:
-                deployer.close()
-            if announcer is not None:
-                announcer.close()
-            publisher.close(timeout=3.0)
     log.info("stopped after %d frames (%d stale, %d dropped)", counters.processed, counters.stale, counters.dropped)
     return 0
 
 
+def _open_configured_source(config: AgentConfig) -> FrameSource:
+    c = config.source
+    return open_source(c.uri, c.loop, c.fps, c.reconnect_max_s, c.stall_timeout_s)
+
+
 def command_check(config: AgentConfig) -> int:
     print("config: ok" + (f" ({config.config_file})" if config.config_file else " (defaults)"))
-    with open_source(config.source.uri, config.source.loop, config.source.fps, config.source.reconnect_max_s) as src:
+    with _open_configured_source(config) as src:
         src.probe(CHECK_TIMEOUT_S)
         print(f"source: ok ({src.name}, first frame received)")
     detector, report, startup = _startup_detector(config)

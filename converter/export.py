@@ -168,12 +168,17 @@ def _describe_onnx(
     )
 
 
-def export_model(weights: Path, workdir: Path, imgsz: int | None, head: str) -> ExportedModel:
-    """Dispatch on the file type: .pt is exported, .onnx is adopted as it is."""
+def check_weights(weights: Path, imgsz: int | None) -> None:
+    """Refuse weights that cannot be converted as given, before any other argument is looked at."""
     if not weights.is_file():
         raise ConvertError(f"weights {weights} do not exist; pass an Ultralytics .pt or an exported .onnx")
+    if weights.suffix.lower() == ".onnx" and imgsz is not None:
+        raise ConvertError("--imgsz applies to .pt weights only; an ONNX model has a fixed input size")
+
+
+def export_model(weights: Path, workdir: Path, imgsz: int | None, head: str) -> ExportedModel:
+    """Dispatch on the file type: .pt is exported, .onnx is adopted as it is."""
+    check_weights(weights, imgsz)
     if weights.suffix.lower() == ".onnx":
-        if imgsz is not None:
-            raise ConvertError("--imgsz applies to .pt weights only; an ONNX model has a fixed input size")
         return adopt_onnx(weights, workdir, head)
     return export_pt(weights, workdir, imgsz, head)

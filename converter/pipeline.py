@@ -19,7 +19,7 @@ from agent.pipeline.inference import default_threads
 from agent.pipeline.letterbox import DEFAULT_PAD_VALUE, Letterbox
 from converter.bundle_writer import check_destination, publish_bundle, staging_directory, write_manifest
 from converter.errors import ConvertError
-from converter.export import export_model
+from converter.export import check_weights, export_model
 from converter.images import ImageSource, LabelledImage, SkipCounter, VideoSource, open_source
 from converter.quantize import QuantizeOptions, quantize_model
 from converter.report import render_report
@@ -179,6 +179,8 @@ def convert(request: ConvertRequest) -> ConvertOutcome:
     """Run the whole conversion; raises ConvertError for anything the user can fix."""
     if request.precision not in PRECISION_CHOICES:
         raise ConvertError(f"--precision {request.precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    # In the order a user reads the command line: a mistyped weights path is named before a missing --calib.
+    check_weights(request.weights, request.imgsz)
     check_destination(request.out, request.force)
     want_int8 = request.precision in ("int8", "both")
     if want_int8 and request.calib is None:

@@ -1,4 +1,4 @@
-"""What `yolo-edge-agent fleet` knows about the devices on a broker, parsed from their own messages.
+"""What `yolo-edge-fleet` knows about the devices on a broker, parsed from their own messages.
 
 Pure functions only (no MQTT here, see agent/transport/session.py), so the parsing and the table are tested on
 literal payloads. Devices publish retained `status`, `stats`, `settings` and `deploy/state` under

@@ -195,6 +195,13 @@ install_if_changed "$example_source" "$prefix/agent.example.toml" 0644 >/dev/nul
 if [[ -f $source_dir/README.md ]]; then
 	install_if_changed "$source_dir/README.md" "$prefix/README.md" 0644 >/dev/null
 fi
+# The README links its reference pages; without them its links are dead on the Pi.
+if [[ -d $source_dir/docs ]]; then
+	install -d -m 0755 "$prefix/docs"
+	for page in "$source_dir"/docs/*.md; do
+		install_if_changed "$page" "$prefix/docs/${page##*/}" 0644 >/dev/null
+	done
+fi
 
 config_note="kept $etc/agent.toml (this version's example: $prefix/agent.example.toml)"
 if [[ ! -e $etc/agent.toml ]]; then

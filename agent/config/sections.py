@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
+from agent.transport.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
@@ -44,6 +45,7 @@ class SourceConfig:
     fps: float = field(default=0.0, metadata=rule("float", "a number >= 0 (0 = as fast as possible)", lambda v: v >= 0))
     max_frame_age: float = field(default=1.0, metadata=rule("float", SECONDS, positive))
     reconnect_max_s: float = field(default=10.0, metadata=rule("float", SECONDS, positive))
+    stall_timeout_s: float = field(default=15.0, metadata=rule("float", SECONDS, positive))
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,9 @@ class AgentSectionConfig:
     log_level: str = field(
         default="info", metadata=rule("choice", f"one of {', '.join(LOG_LEVELS)}", lambda v: v in LOG_LEVELS)
     )
+    # systemd's READY=1 waits for the first frame, but no longer than this: then the agent reports
+    # ready, waiting for its camera, so `systemctl start` does not time out on a camera that is away.
+    ready_timeout_s: float = field(default=15.0, metadata=rule("float", SECONDS, positive))
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ class AgentConfig:
             # Fields hidden from repr are the secrets; the same marker hides them here.
             summary[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section) if f.repr}
         summary["mqtt"]["password"] = "<redacted>" if self.mqtt.password else None
+        summary["source"]["uri"] = shown_uri(self.source.uri)  # a camera's password, a stream's token
         return summary
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
+
+from agent.transport.urls import public_url, scrub, shown_uri
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -49,18 +51,28 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
+def _scrub_of(uri: str, text: str) -> str:
+    return scrub(text, uri)
+
+
 @dataclass(frozen=True)
 class Backend:
-    """One resolved uri. name: for logs and errors, stream passwords removed.
+    """One resolved uri. name: for logs, stats and errors, a stream's URL reduced to scheme, host, port, path.
 
     live: a camera or stream (newest frame wins, reopen when lost) rather than a file or folder.
-    open: returns a new Capture or raises CaptureUnavailable.
+    open: returns a new Capture or raises CaptureUnavailable. scrub: takes the uri's secrets out of a
+    text that may quote it (an exception's message). Neither is in the repr: both hold the raw uri.
     """
 
     kind: str
     name: str
     live: bool
-    open: Callable[[], Capture]
+    open: Callable[[], Capture] = field(repr=False)
+    scrub: Callable[[str], str] = field(default=_as_is, repr=False)
 
 
 def to_bgr(image: Any) -> np.ndarray | None:
@@ -93,23 +105,15 @@ def resolve(uri: str) -> Backend:
         # Not checked for existence: the agent waits for a USB camera that is plugged in later.
         return Backend("camera", f"camera {text}", True, partial(_open_camera, text))
     if urlsplit(text).scheme.lower() in STREAM_SCHEMES:
-        name = f"stream {redact(text)}"
-        return Backend("stream", name, True, partial(_open_stream, text, name))
+        name = f"stream {public_url(text)}"
+        return Backend("stream", name, True, partial(_open_stream, text, name), partial(_scrub_of, text))
     path = Path(text).expanduser()
     if text and path.is_dir():
         return Backend("folder", f"image folder {path}", False, partial(_FolderCapture, path))
     if text and path.is_file():
         return Backend("file", f"video file {path}", False, partial(_open_file, path))
-    raise SourceError(f"source {uri!r} not found: expected {ACCEPTED}")
-
-
-def redact(url: str) -> str:
-    """The url without its password (rtsp://user:pass@cam/ is how most IP cameras are addressed)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    # A URL with a scheme this agent does not read (rtmp://, a typo) lands here: shown without its secrets.
+    raise SourceError(f"source {shown_uri(uri)!r} not found: expected {ACCEPTED}")
 
 
 def _open_camera(device: int | str) -> Capture:

@@ -30,7 +30,7 @@ from agent.pipeline.results import FrameResult, StageTimings
 from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpeg
 from agent.pipeline.stats import FrameCounters, StatsWindow
 from agent.scene.presence import PresenceEvent, PresenceTracker
-from agent.system.board import board_health
+from agent.system.board import BoardHealth
 from agent.transport import topics
 from agent.transport.outbox import OutboxError
 from agent.transport.payloads import detections_payload, dumps, event_payload, presence_payload
@@ -94,6 +94,7 @@ class AgentLoop:
         stop: threading.Event | None = None,
         on_frame: Callable[[FrameResult], None] | None = None,
         on_idle: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
         on_stats: Callable[[dict[str, object]], None] | None = None,
         inbox: CommandInbox | None = None,
         runtime: RuntimeSettings | None = None,
@@ -106,6 +107,7 @@ class AgentLoop:
         self.stop = stop or threading.Event()
         self.on_frame = on_frame
         self.on_idle = on_idle
+        self.on_tick = on_tick
         self.on_stats = on_stats
         self.inbox = inbox
         self.runtime = runtime
@@ -120,6 +122,7 @@ class AgentLoop:
         self._unsent: list[PresenceEvent] = []
         self._outbox_failing = False
         self.last_stats: dict[str, object] = {}
+        self.board = BoardHealth(refresh_s=settings.stats_interval)
         self._next_frame_mono = 0.0  # max_fps: no frame is read before this time
         # The last processed frame and its detections, for a snapshot asked for while no frame comes:
         # one reference, never a copy or a history.
@@ -132,6 +135,8 @@ class AgentLoop:
         self._publish_presence()  # nothing is present yet, whatever a previous run left retained
         try:
             while not self.stop.is_set():
+                if self.on_tick is not None:
+                    self.on_tick()  # at least every READ_TIMEOUT_S while the loop is healthy, frames or not
                 self._take_commands()
                 wait = self._next_frame_mono - time.monotonic()
                 if wait > 0:
@@ -154,7 +159,7 @@ class AgentLoop:
                     next_stats = time.monotonic() + self.settings.stats_interval
         finally:
             self._publish_events(self.tracker.close(time.time(), self.last_frame_id))
-            self.publish_stats()
+            self.publish_stats(final=True)
         return self.counters
 
     def _process(self, frame: Frame) -> None:
@@ -324,19 +329,20 @@ class AgentLoop:
         if self.inbox is not None:
             self.inbox.use_names(detector.names)
 
-    def publish_stats(self) -> None:
+    def publish_stats(self, final: bool = False) -> None:
+        """Publish retained `stats`; final: the run's last, which keeps the last figures that covered frames."""
         transport = self.publisher.health()
         source_health = self.source.health()
         stats = {
             "ts": round(time.time(), 3),
-            **self.window.summary(),
+            **self.window.summary(final=final),
             "frames": {
                 "processed": self.counters.processed,
                 "dropped": self.counters.dropped,
                 "stale": self.counters.stale,
             },
             "events": {"held": len(self._unsent), "lost": self.counters.events_lost},
-            **board_health(),
+            **self.board.snapshot(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "model": self.detector.identity.as_dict(),
             "mqtt": {
@@ -355,5 +361,5 @@ class AgentLoop:
 
 
 def _source_summary(health: object) -> dict[str, object]:
-    fields = ("kind", "connected", "frames_read", "frames_invalid", "reopen_count", "last_error")
+    fields = ("kind", "connected", "frames_read", "frames_invalid", "reopen_count", "stalls", "last_error")
     return {name: getattr(health, name) for name in fields if getattr(health, name, None) is not None}

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.pipeline.capture import Backend, Capture, CaptureUnavailable, SourceError, resolve, to_bgr
 from agent.pipeline.frames import Frame
+from agent.transport.urls import traceback_text
 
 __all__ = ["FrameSource", "SourceError", "SourceHealth", "open_source"]
 
@@ -32,6 +33,10 @@ BACKOFF_START_S = 0.5
 MAX_INVALID_IN_A_ROW = 30
 FILE_QUEUE_FRAMES = 2
 JOIN_TIMEOUT_S = 1.0
+# A live read that has not returned for this long is stuck (a driver or a stream that neither delivers
+# nor fails): the reader is abandoned and a new one reopens. Longer than the backends' own read
+# timeouts (capture.STREAM_TIMEOUT_MS, V4L2's select), which turn most stalls into a failed read first.
+STALL_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class SourceHealth:
     delivered. reopen_count: successful opens after the first (a looping file does not count).
     frames_dropped: frames replaced by a newer one before the consumer read them.
     reopen_attempts: opens tried after the first, failed or not.
+    stalls: reads that did not return within the stall timeout, whose reader was replaced.
     """
 
     kind: str
@@ -52,6 +58,7 @@ class SourceHealth:
     last_error: str | None
     frames_dropped: int
     reopen_attempts: int
+    stalls: int = 0
 
 
 class _FrameBuffer:
@@ -112,7 +119,14 @@ class FrameSource:
     """
 
     def __init__(
-        self, backend: Backend, *, loop: bool, fps: float, reconnect_max_s: float, first: Capture | None = None
+        self,
+        backend: Backend,
+        *,
+        loop: bool,
+        fps: float,
+        reconnect_max_s: float,
+        first: Capture | None = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         self.kind = backend.kind
         self.name = backend.name
@@ -137,9 +151,20 @@ class FrameSource:
         self._opens = 1 if first is not None else 0
         self._opened = self._opens
         self._last_error: str | None = None
-        run = self._run_live if backend.live else self._run_file
-        self._thread = threading.Thread(target=self._main, args=(run, first), name=f"source-{self.kind}", daemon=True)
-        self._thread.start()
+        self._stall_timeout_s = stall_timeout_s
+        self._stalls = 0
+        # Each reader thread has a generation; a reader found stuck in a read is abandoned by raising
+        # the generation, and whatever it does when (if ever) the read returns is ignored.
+        self._generation = 0
+        self._read_since: float | None = None  # monotonic start of the current live read, None between reads
+        self._thread = self._start_reader(self._run_live if backend.live else self._run_file, first)
+
+    def _start_reader(self, run: Callable[[Capture | None, int], None], first: Capture | None) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._main, args=(run, first, self._generation), name=f"source-{self.kind}", daemon=True
+        )
+        thread.start()
+        return thread
 
     def __enter__(self) -> FrameSource:
         return self
@@ -158,6 +183,7 @@ class FrameSource:
             raise RuntimeError(f"frame reader of {self.name} failed") from self._error
         if self._closed:
             return None
+        self._replace_a_stuck_reader()
         frame = self._buffer.get(timeout)
         if frame is not None and self._stamp_on_read:
             frame = dataclasses.replace(frame, captured_at=time.time(), captured_mono=time.monotonic())
@@ -178,6 +204,7 @@ class FrameSource:
             last_error=self._last_error,
             frames_dropped=self._buffer.dropped,
             reopen_attempts=max(0, self._opens - 1),
+            stalls=self._stalls,
         )
 
     def probe(self, timeout: float) -> None:
@@ -200,17 +227,40 @@ class FrameSource:
             # exits when that read times out (capture.STREAM_TIMEOUT_MS) and releases its capture.
             log.warning("source reader of %s still in a blocking read; it exits when the read times out", self.name)
 
-    def _main(self, run: Callable[[Capture | None], None], first: Capture | None) -> None:
+    def _replace_a_stuck_reader(self) -> None:
+        """Called by the consumer: a live read stuck past the stall timeout gets its reader replaced."""
+        since = self._read_since
+        if since is None or self._closed:
+            return
+        stuck_s = time.monotonic() - since
+        if stuck_s < self._stall_timeout_s:
+            return
+        self._generation += 1
+        self._read_since = None
+        self._stalls += 1
+        self._connected = False
+        self._last_error = f"no frame for {stuck_s:.0f} s, a read that does not return: {self.name}"
+        log.warning("source lost: %s: a read has not returned for %.0f s; reopening", self.name, stuck_s)
+        # The stuck thread keeps its capture and releases it if its read ever returns.
+        self._thread = self._start_reader(self._run_live, None)
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
+
+    def _main(self, run: Callable[[Capture | None, int], None], first: Capture | None, generation: int) -> None:
         try:
-            run(first)
+            run(first, generation)
         except Exception as exc:
-            # A bug, not a source going away: hand it to the consumer's read() instead of dying unseen.
-            log.exception("source reader of %s failed", self.name)
-            self._error = exc
+            if generation == self._generation:
+                # A bug, not a source going away: hand it to the consumer's read() instead of dying unseen.
+                # Not log.exception: the traceback may quote the uri with its password.
+                log.error("source reader of %s failed:\n%s", self.name, self._backend.scrub(traceback_text(exc)))
+                self._error = exc
         finally:
-            self._connected = False
-            self._buffer.finish()
-            self._settled.set()
+            if generation == self._generation:
+                self._connected = False
+                self._buffer.finish()
+                self._settled.set()
 
     def _frame(self, image: Any) -> Frame:
         frame = Frame(image=image, frame_id=self._next_id, captured_at=time.time(), captured_mono=time.monotonic())
@@ -224,32 +274,47 @@ class FrameSource:
         try:
             cap = self._backend.open()
         except CaptureUnavailable as exc:
-            self._last_error = str(exc)
+            self._last_error = self._backend.scrub(str(exc))  # shown in stats and logs
             return None
         self._opened += 1
         return cap
 
-    def _run_live(self, first: Capture | None) -> None:
+    def _grab(self, cap: Capture, generation: int) -> bool | None:
+        """cap.grab(), timed for the stall check; None when this reader was abandoned meanwhile."""
+        self._read_since = time.monotonic()
+        grabbed = cap.grab()
+        if generation != self._generation:
+            return None
+        self._read_since = None
+        return grabbed
+
+    def _run_live(self, first: Capture | None, generation: int) -> None:
         cap = first
         delay = min(BACKOFF_START_S, self._reconnect_max_s)
-        down_since: float | None = None  # monotonic time the outage began; None while frames flow
+        # Monotonic time the outage began; None while frames flow. A replacement reader starts inside one.
+        down_since: float | None = None if generation == 0 else time.monotonic()
         invalid_in_row = 0
         next_due = 0.0
         try:
-            while not self._stop.is_set():
+            while self._current(generation):
                 if cap is None:
                     if self._opens > 0:
                         if self._stop.wait(delay):
                             break
                         delay = min(delay * 2, self._reconnect_max_s)
                     cap = self._open_live()
+                    if not self._current(generation):
+                        break
                     if cap is None:
                         if down_since is None:
                             down_since = time.monotonic()
                             log.warning("source unavailable: %s: %s; retrying", self.name, self._last_error)
                         continue
                     invalid_in_row = 0
-                if not cap.grab():
+                grabbed = self._grab(cap, generation)
+                if grabbed is None:
+                    break  # abandoned while stuck in the read: a newer reader owns the source now
+                if not grabbed:
                     reason = "read failed"
                 elif self._period and time.monotonic() < next_due:
                     continue  # grabbing anyway drains the driver's queue; only delivered frames are decoded
@@ -287,7 +352,7 @@ class FrameSource:
             if cap is not None:
                 cap.release()
 
-    def _run_file(self, first: Capture | None) -> None:
+    def _run_file(self, first: Capture | None, generation: int) -> None:
         cap = first
         frames_this_pass = 0
         next_due = time.monotonic()
@@ -306,8 +371,8 @@ class FrameSource:
                     try:
                         cap = self._backend.open()
                     except CaptureUnavailable as exc:  # the file or folder vanished meanwhile
-                        self._last_error = str(exc)
-                        log.warning("source ended: %s", exc)
+                        self._last_error = self._backend.scrub(str(exc))
+                        log.warning("source ended: %s", self._last_error)
                     continue
                 ok, raw = cap.retrieve()
                 image = to_bgr(raw) if ok else None
@@ -328,26 +393,38 @@ class FrameSource:
                 cap.release()
 
 
-def open_source(uri: str, loop: bool = False, fps: float = 0.0, reconnect_max_s: float = 10.0) -> FrameSource:
+def open_source(
+    uri: str,
+    loop: bool = False,
+    fps: float = 0.0,
+    reconnect_max_s: float = 10.0,
+    stall_timeout_s: float = STALL_TIMEOUT_S,
+) -> FrameSource:
     """Open `uri` and start reading it in a daemon thread.
 
     uri: a camera index ("0") or /dev/videoN (V4L2), an rtsp(s):// or http(s):// stream, an image
     folder (jpg, jpeg, png, bmp, webp in sorted order), a video file, or "picamera2".
     loop: restart a file or folder at its end. fps: deliver at most this many frames per second
     (0: as fast as they come; a file then delivers every frame). reconnect_max_s: the cap, in
-    seconds, of the backoff between reopen attempts of a lost camera or stream.
+    seconds, of the backoff between reopen attempts of a lost camera or stream. stall_timeout_s: a
+    live read that has not returned for this long is given up and the source reopened.
 
     Raises SourceError for what can be checked at once: a path that does not exist, an empty folder,
     an undecodable video, Picamera2 not installed. A camera or stream that is unreachable right
     now does not raise: the reader keeps trying (use probe() to insist on a frame).
     """
-    if fps < 0 or reconnect_max_s <= 0:
-        raise ValueError(f"fps must be >= 0 and reconnect_max_s > 0, got fps={fps}, reconnect_max_s={reconnect_max_s}")
+    if fps < 0 or reconnect_max_s <= 0 or stall_timeout_s <= 0:
+        raise ValueError(
+            f"fps must be >= 0, reconnect_max_s and stall_timeout_s > 0, got fps={fps}, "
+            f"reconnect_max_s={reconnect_max_s}, stall_timeout_s={stall_timeout_s}"
+        )
     backend = resolve(uri)
     first = None
     if not backend.live:
         try:
             first = backend.open()
         except CaptureUnavailable as exc:
-            raise SourceError(str(exc)) from None
-    return FrameSource(backend, loop=loop, fps=fps, reconnect_max_s=reconnect_max_s, first=first)
+            raise SourceError(backend.scrub(str(exc))) from None
+    return FrameSource(
+        backend, loop=loop, fps=fps, reconnect_max_s=reconnect_max_s, first=first, stall_timeout_s=stall_timeout_s
+    )

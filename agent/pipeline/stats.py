@@ -30,6 +30,8 @@ class StatsWindow:
     started_mono: float = field(default_factory=time.monotonic)
     _samples: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     _frames: int = 0
+    _last_figures: dict[str, object] | None = None  # the last summary that covered frames
+    _last_figures_end: float = 0.0
 
     def add(self, timings: StageTimings) -> None:
         self._frames += 1
@@ -38,9 +40,16 @@ class StatsWindow:
         for stage in STAGES:
             self._samples[stage].append(getattr(timings, stage))
 
-    def summary(self, now_mono: float | None = None) -> dict[str, object]:
-        """fps over the window and p50 / p95 / max per stage (ms); resets the window."""
+    def summary(self, now_mono: float | None = None, final: bool = False) -> dict[str, object]:
+        """fps over the window and p50 / p95 / max per stage (ms); resets the window.
+
+        final: the last summary of a run, which stays retained. If its window saw no frame (a
+        periodic summary went out just before the stop), it repeats the last window that did, with
+        `figures_age_s` saying how long ago that window ended, rather than leaving 0 fps behind.
+        """
         now_mono = time.monotonic() if now_mono is None else now_mono
+        if final and self._frames == 0 and self._last_figures is not None:
+            return {**self._last_figures, "figures_age_s": round(now_mono - self._last_figures_end, 2)}
         elapsed = max(now_mono - self.started_mono, 1e-9)
         latency = {}
         for stage, values in self._samples.items():
@@ -53,6 +62,8 @@ class StatsWindow:
                     "max": round(float(array.max()), 2),
                 }
         summary = {"fps": round(self._frames / elapsed, 2), "window_s": round(elapsed, 2), "latency_ms": latency}
+        if self._frames:
+            self._last_figures, self._last_figures_end = summary, now_mono
         self.started_mono = now_mono
         self._frames = 0
         self._samples = {stage: [] for stage in STAGES}

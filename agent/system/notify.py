@@ -53,8 +53,12 @@ class SystemdNotifier:
         except OSError as error:  # systemd gone or socket unreachable: the service still runs
             log.debug("notify failed: %s", error)
 
+    @property
+    def is_ready(self) -> bool:
+        return self._ready
+
     def ready(self, status: str) -> None:
-        """Once: the model is loaded and the first frame was processed."""
+        """Once: the model is loaded and the first frame was processed (or the camera is late)."""
         if not self._ready:
             self._ready = True
             self.send("READY=1", f"STATUS={status}")
@@ -62,9 +66,10 @@ class SystemdNotifier:
     def status(self, text: str) -> None:
         self.send(f"STATUS={text}")
 
-    def frame_processed(self) -> None:
-        """Ping the watchdog, at most twice per WatchdogSec. Called only after a frame went through
-        inference, so a stalled camera or a hung session stops the pings and systemd restarts us."""
+    def alive(self) -> None:
+        """Ping the watchdog, at most twice per WatchdogSec. Called on every iteration of the frame loop,
+        idle ones included: a camera that is away is the source's business, while a loop that stops
+        iterating (an inference that hangs, a deadlock) stops the pings and systemd restarts us."""
         if self.watchdog_interval_s is None:
             return
         now = time.monotonic()

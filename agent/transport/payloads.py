@@ -1,4 +1,4 @@
-"""JSON payloads of the MQTT contract (the README's topic table): compact UTF-8, Unix-second times, normalized boxes."""
+"""JSON payloads of the MQTT contract (docs/topics.md): compact UTF-8, Unix-second times, normalized boxes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every MQTT topic the project speaks, as suffixes under `<prefix>/<device>/` (the README's topic table).
+"""Every MQTT topic the project speaks, as suffixes under `<prefix>/<device>/` (docs/topics.md).
 
 No other module spells a topic: publishers, subscribers, Home Assistant discovery and the
 fleet tools all name them from here, so a rename is one line and a typo is a NameError.

@@ -29,6 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.broker import Broker
 
 AGENT = (sys.executable, "-m", "agent.cli")
+# The checkout these tests belong to: the agent subprocess must run its code, not that of whichever
+# checkout the venv was installed from in editable mode (a worktree shares the venv of another).
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "yolo-edge"
 LOOP_FPS = 8  # pace of looping runs: events keep coming, one core stays free
 
@@ -44,6 +47,8 @@ def agent_env(state_dir: Path, **settings: object) -> dict[str, str]:
     for name, value in (defaults | settings).items():
         env[f"YOLO_EDGE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
+    # The agent of this checkout, not the one the venv was installed from (another worktree's, perhaps).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 

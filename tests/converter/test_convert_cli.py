@@ -76,6 +76,17 @@ def test_user_errors_give_one_line_and_exit_2(case, tmp_path, image_folder, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written
 
 
+@pytest.mark.parametrize("more", [[], ["--imgsz", "320"]])
+def test_a_mistyped_weights_path_is_named_before_the_other_arguments(tmp_path, capsys, more):
+    # Without --calib and with an --out that exists: both would be refused too, but the weights come first.
+    existing = tmp_path / "b"
+    existing.mkdir()
+    code, output = run_cli(capsys, tmp_path / "nope.pt", "--out", existing, *more)
+    assert code == 2
+    assert f"weights {tmp_path / 'nope.pt'} do not exist" in output
+    assert "calibration" not in output and "already exists" not in output
+
+
 def test_unwritable_out_directory(tmp_path, image_folder, capsys):
     if os.geteuid() == 0:
         pytest.skip("root can write anywhere")

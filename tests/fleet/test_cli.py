@@ -396,6 +396,28 @@ def connection(broker: Broker) -> list[str]:
     return ["--host", broker.host, "--port", str(broker.port)]
 
 
+@pytest.mark.parametrize(
+    ("command", "prog"),
+    [((sys.executable, "-m", "fleet.cli"), "yolo-edge-fleet"), (FLEET, "yolo-edge-agent fleet")],
+    ids=["yolo-edge-fleet", "alias"],
+)
+def test_the_command_and_its_alias_answer_alike_under_their_own_names(command: tuple[str, ...], prog: str) -> None:
+    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert helped.returncode == 0 and f"usage: {prog}" in helped.stdout, helped.stderr
+    assert all(action in helped.stdout for action in ("list", "set", "deploy")), helped.stdout
+    port = free_port()  # nothing listens there
+    failed = subprocess.run(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "list", "--wait", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.startswith(f"{prog}: broker error: cannot connect to 127.0.0.1:{port}"), failed.stderr
+    assert failed.stderr.count("\n") == 1, failed.stderr
+
+
 def run_fleet(args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
     """`yolo-edge-agent fleet ARGS` as a user runs it (python -m agent.cli, like the agent's own tests)."""
     return subprocess.run([*FLEET, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)

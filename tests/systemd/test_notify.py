@@ -92,7 +92,7 @@ def _matches(line: str, wanted: str) -> bool:
 class Agent:
     """`yolo-edge-agent run --dry-run` as a child process; its stderr is kept for failure messages."""
 
-    def __init__(self, model: Path, source: str, notify_socket: str) -> None:
+    def __init__(self, model: Path, source: str, notify_socket: str, extra_env: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_EDGE_", "NOTIFY_", "WATCHDOG_"))}
         env.pop("JOURNAL_STREAM", None)
         env.update(
@@ -101,6 +101,7 @@ class Agent:
             YOLO_EDGE_STATS_INTERVAL="1",  # STATUS lines every second, as `systemctl status` shows them
             ORT_DISABLE_TELEMETRY="1",  # as the unit sets it
         )
+        env.update(extra_env or {})
         command = [sys.executable, "-m", "agent.cli", "run", "--dry-run", "--model", str(model), "--source", source]
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -160,49 +161,98 @@ def abstract_listener() -> Iterator[tuple[NotifyListener, str]]:
     listener.close()
 
 
-def test_ready_after_first_frame_watchdog_only_while_frames_flow_stopping_on_sigterm(
+def frames_in_status(listener: NotifyListener) -> int:
+    """The processed-frame count of the last STATUS= line that has one (`... , N frames`)."""
+    counts = [int(m.group(1)) for s in listener.lines("STATUS=") if (m := re.search(r"(\d+) frames$", s))]
+    return counts[-1] if counts else 0
+
+
+def wait_for_more_frames(listener: NotifyListener, agent: Agent, what: str, timeout: float = 30.0) -> None:
+    before = frames_in_status(listener)
+    deadline = time.monotonic() + timeout
+    while frames_in_status(listener) <= before:
+        assert agent.process.poll() is None, agent.log()
+        assert time.monotonic() < deadline, f"no new frames {what}: {agent.log()}"
+        time.sleep(0.05)
+
+
+def assert_steady_pings(listener: NotifyListener, since: float, until: float, what: str) -> None:
+    """Pings all through [since, until], never a gap that would trip WatchdogSec, never too often."""
+    pings = listener.times("WATCHDOG=1", since=since, until=until)
+    watchdog_s = WATCHDOG_USEC / 1e6
+    assert len(pings) >= (until - since) / watchdog_s, f"only {len(pings)} watchdog pings {what}"
+    edges = [since, *pings, until]
+    gaps = [b - a for a, b in itertools.pairwise(edges)]
+    assert max(gaps) < watchdog_s, f"a gap of {max(gaps):.2f} s {what} would trip WatchdogSec=1s"
+    inner = [b - a for a, b in itertools.pairwise(pings)]
+    assert min(inner) >= watchdog_s / 4 - 0.01, f"pinged more often than WatchdogSec/4 {what}"
+
+
+def test_ready_after_first_frame_and_the_watchdog_fed_while_the_camera_stalls_or_goes_away(
     fixture_onnx: Path, stream: MjpegServer, path_listener: tuple[NotifyListener, str]
 ) -> None:
     listener, address = path_listener
     agent = Agent(fixture_onnx, stream.url, address)
     try:
-        # The model is loaded but the camera has delivered nothing: not ready yet.
+        # The model is loaded but the camera has delivered nothing: not ready yet, but the loop runs.
         agent.wait_for_log("model loaded", START_TIMEOUT_S)
+        loop_from = listener.wait_for("WATCHDOG=1", 10.0)
         time.sleep(1.5)
         assert listener.times("READY=1") == [], "READY=1 before the first frame"
-        assert listener.times("WATCHDOG=1") == [], "a watchdog ping before any frame"
+        assert_steady_pings(listener, loop_from, time.monotonic(), "before the first frame")
 
         stream.mode = "good"
         ready_at = listener.wait_for("READY=1", 20.0)
         assert any("first frame processed" in s for s in listener.lines("STATUS=")), listener.messages
-
-        # Frames flow: pings come steadily, well inside WatchdogSec.
-        time.sleep(3.0)
-        pings = listener.times("WATCHDOG=1", since=ready_at)
-        assert len(pings) >= 5, f"only {len(pings)} watchdog pings in 3 s of frames"
-        gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert max(gaps) < WATCHDOG_USEC / 1e6, f"a gap of {max(gaps):.2f} s would trip WatchdogSec=1s"
-        assert min(gaps) >= WATCHDOG_USEC / 1e6 / 4 - 0.01, "pinged more often than WatchdogSec/4"
+        time.sleep(2.0)
+        assert_steady_pings(listener, ready_at, time.monotonic(), "while frames flow")
         status = listener.wait_for("STATUS=", 5.0, since=ready_at + 0.01)
         assert status, "no STATUS= update while running"
         assert any("fps" in s and "fp32" in s for s in listener.lines("STATUS=")), listener.lines("STATUS=")
 
-        # The camera stalls (the read blocks): the pings stop, so systemd would restart the agent.
+        # The camera stalls (connected, sending nothing): the loop goes on, and so do the pings.
         stream.mode = "stall"
-        paused_at = time.monotonic()
+        stalled_at = time.monotonic()
         time.sleep(3.0)
-        late = listener.times("WATCHDOG=1", since=paused_at + 0.6)
-        assert late == [], f"watchdog pinged {len(late)} times during a stall of the camera"
-        assert agent.process.poll() is None, agent.log()
-
-        # The camera comes back: so do the pings.
+        assert_steady_pings(listener, stalled_at, time.monotonic(), "while the camera stalls")
         stream.mode = "good"
-        listener.wait_for("WATCHDOG=1", 10.0, since=time.monotonic())
+        wait_for_more_frames(listener, agent, "after the stall")
+
+        # The camera goes away for 4x WatchdogSec (a reboot): systemd must not restart a healthy agent.
+        stream.stop()
+        gone_at = time.monotonic()
+        time.sleep(4 * WATCHDOG_USEC / 1e6)
+        assert agent.process.poll() is None, agent.log()
+        assert_steady_pings(listener, gone_at, time.monotonic(), "while the camera is away")
+        assert any("source lost:" in line for line in agent.stderr), agent.log()
+        stream.start()
+        wait_for_more_frames(listener, agent, "after the camera came back")
 
         agent.process.send_signal(signal.SIGTERM)
         listener.wait_for("STOPPING=1", 5.0)
         assert agent.process.wait(timeout_stop_s()) == 0, agent.log()
         assert len(listener.times("READY=1")) == 1, "READY=1 sent more than once"
+    finally:
+        agent.stop()
+
+
+def test_ready_without_a_frame_after_the_ready_timeout_says_it_waits_for_the_camera(
+    fixture_onnx: Path, stream: MjpegServer, path_listener: tuple[NotifyListener, str]
+) -> None:
+    listener, address = path_listener
+    agent = Agent(fixture_onnx, stream.url, address, {"YOLO_EDGE_AGENT_READY_TIMEOUT_S": "2"})
+    try:
+        listener.wait_for("READY=1", START_TIMEOUT_S)
+        waiting = [s for s in listener.lines("STATUS=") if "waiting for the camera" in s]
+        assert waiting, listener.messages
+        agent.wait_for_log("reporting ready, waiting for the camera", 5.0)
+
+        stream.mode = "good"
+        deadline = time.monotonic() + 20
+        while not any("first frame processed" in s for s in listener.lines("STATUS=")):
+            assert time.monotonic() < deadline, f"no STATUS= for the first frame: {listener.messages}"
+            time.sleep(0.05)
+        assert len(listener.times("READY=1")) == 1, "READY=1 sent again for the first frame"
     finally:
         agent.stop()
 
@@ -247,7 +297,7 @@ def test_without_notify_socket_every_call_does_nothing() -> None:
     assert notifier.watchdog_interval_s is None
     notifier.ready("x")
     notifier.status("x")
-    notifier.frame_processed()
+    notifier.alive()
     notifier.stopping()
     notifier.close()
 
@@ -271,9 +321,9 @@ def test_path_socket_and_watchdog_rate(tmp_path: Path) -> None:
         notifier = SystemdNotifier(env=env)
         assert notifier.watchdog_interval_s == pytest.approx(0.5)
         for _ in range(3):
-            notifier.frame_processed()  # at most one ping per WatchdogSec/4
+            notifier.alive()  # at most one ping per WatchdogSec/4
         time.sleep(0.3)
-        notifier.frame_processed()
+        notifier.alive()
         notifier.stopping()
         notifier.close()
         assert received(sock) == ["WATCHDOG=1", "WATCHDOG=1", "STOPPING=1\nSTATUS=stopping"]
@@ -287,7 +337,7 @@ def test_watchdog_meant_for_another_process_is_ignored(tmp_path: Path) -> None:
         env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)}
         notifier = SystemdNotifier(env=env)
         assert notifier.watchdog_interval_s is None
-        notifier.frame_processed()
+        notifier.alive()
         notifier.close()
         assert received(sock) == []
 
@@ -296,5 +346,67 @@ def test_a_socket_nobody_listens_on_is_not_an_error(tmp_path: Path) -> None:
     notifier = SystemdNotifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": "1000000"})
     assert notifier.enabled
     notifier.ready("x")
-    notifier.frame_processed()
+    notifier.alive()
     notifier.close()
+
+
+class HangingDetector:
+    """The real detector, until `hang` is set: then detect() blocks, as a wedged inference would."""
+
+    def __init__(self, detector: object) -> None:
+        self._detector = detector
+        self.hang = threading.Event()
+        self.hanging = threading.Event()
+        self.release = threading.Event()
+
+    def detect(self, image: np.ndarray) -> object:
+        if self.hang.is_set():
+            self.hanging.set()
+            self.release.wait(30)
+        return self._detector.detect(image)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._detector, name)
+
+
+def test_a_loop_that_stops_iterating_stops_the_pings(
+    fixture_onnx: Path, sample_video: tuple[Path, list], path_listener: tuple[NotifyListener, str]
+) -> None:
+    import io
+
+    from agent.pipeline.detector import load_detector
+    from agent.pipeline.loop import AgentLoop, LoopSettings
+    from agent.pipeline.sources import open_source
+    from agent.transport.publisher import StdoutPublisher
+
+    listener, address = path_listener
+    env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC), "WATCHDOG_PID": str(os.getpid())}
+    notifier = SystemdNotifier(env=env)
+    detector = HangingDetector(load_detector(fixture_onnx, "fp32", 1)[0])
+    with open_source(str(sample_video[0]), loop=True) as source:
+        loop = AgentLoop(
+            source,
+            detector,  # type: ignore[arg-type]
+            StdoutPublisher("yolo-edge/test", io.StringIO()),
+            LoopSettings(stats_interval=60.0),
+            on_tick=notifier.alive,
+        )
+        thread = threading.Thread(target=loop.run, name="frame-loop", daemon=True)
+        thread.start()
+        try:
+            first = listener.wait_for("WATCHDOG=1", 20.0)
+            listener.wait_for("WATCHDOG=1", 5.0, since=first + 0.01)
+            detector.hang.set()
+            assert detector.hanging.wait(10), "the detector was never called again"
+            hung_at = time.monotonic()
+            time.sleep(2 * WATCHDOG_USEC / 1e6)
+            late = listener.times("WATCHDOG=1", since=hung_at + WATCHDOG_USEC / 1e6 / 2)
+            assert late == [], f"{len(late)} pings while inference hung: systemd would never restart it"
+            detector.release.set()
+            listener.wait_for("WATCHDOG=1", 10.0, since=time.monotonic())
+        finally:
+            detector.release.set()
+            loop.stop.set()
+            thread.join(10)
+            notifier.close()
+    assert not thread.is_alive()

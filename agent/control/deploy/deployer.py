@@ -58,6 +58,7 @@ from agent.pipeline.detector import Detector, ModelIdentity
 from agent.pipeline.inference import ModelLoadError
 from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
 from agent.transport.payloads import dumps
+from agent.transport.urls import scrub, traceback_text
 
 if TYPE_CHECKING:
     from agent.config import DeployConfig
@@ -190,7 +191,8 @@ class Deployer:
             self._fail(request, f"cannot write the bundle under {self._bundles}: {error}", dest if unpacked else None)
             return
         except Exception as error:  # a bug must not leave the deployment slot taken forever
-            log.exception("deployment of %s failed", request.sha256[:16])
+            # Not log.exception: the traceback may quote the URL, and the URL may be a signed one.
+            log.error("deployment of %s failed:\n%s", request.sha256[:16], scrub(traceback_text(error), request.url))
             self._fail(request, f"internal error: {type(error).__name__}: {error}", dest if unpacked else None)
             return
         with self._lock:
@@ -299,6 +301,8 @@ class Deployer:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _fail(self, request: DeployRequest, reason: str, unpacked: Path | None) -> None:
+        # Reasons quote exceptions, which may quote the URL: scrubbed once here for the log and deploy/state.
+        reason = scrub(reason, request.url)
         log.warning("deploy of %s failed: %s", request.sha256[:16], reason)
         self._finish(request, FAILED, reason, unpacked)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from agent.control.deploy.request import DeployRejected, check_url, public_url
+from agent.control.deploy.request import DeployRejected, check_url
+from agent.transport.urls import public_url, scrub
 
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "yolo-edge-agent"
@@ -53,8 +54,10 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
     def __init__(self, allow_http: bool) -> None:
         self.allow_http = allow_http
+        self.followed: list[str] = []  # a redirect's URL can be signed too: errors are scrubbed of these
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        self.followed.append(newurl)
         try:
             check_url(newurl, self.allow_http)
         except DeployRejected as error:
@@ -99,9 +102,23 @@ def download(url: str, dest: Path, limits: DownloadLimits, cancel: threading.Eve
 
 
 def _stream(url: str, out: BinaryIO, limits: DownloadLimits, cancel: threading.Event | None) -> tuple[str, int]:
-    """(sha256, bytes) of what `url` sent, written to `out`; DownloadError naming the URL otherwise."""
+    """(sha256, bytes) of what `url` sent, written to `out`; DownloadError naming the URL (no secrets) otherwise.
+
+    The messages quote the exceptions of http.client and urllib, which may hold the URL or its query
+    (InvalidURL does): every one is scrubbed of the URL's secrets and of those of the redirects followed.
+    """
+    redirects = _CheckedRedirects(limits.allow_http)
+    try:
+        return _fetch(url, out, limits, cancel, redirects)
+    except DownloadError as error:
+        raise DownloadError(scrub(str(error), url, *redirects.followed)) from None
+
+
+def _fetch(
+    url: str, out: BinaryIO, limits: DownloadLimits, cancel: threading.Event | None, redirects: _CheckedRedirects
+) -> tuple[str, int]:
     shown = public_url(url)
-    opener = urllib.request.build_opener(_CheckedRedirects(limits.allow_http))
+    opener = urllib.request.build_opener(redirects)
     request = _request(url)
     deadline = time.monotonic() + limits.max_duration_s
     digest, received = hashlib.sha256(), 0
@@ -138,7 +155,7 @@ def _stream(url: str, out: BinaryIO, limits: DownloadLimits, cancel: threading.E
         raise DownloadError(f"cannot download {shown}: {error.reason}") from None
     except TimeoutError:
         raise DownloadError(f"{shown}: no data for {limits.timeout_s:g} s ([deploy] timeout_s)") from None
-    except http.client.HTTPException as error:  # a cut-off body (IncompleteRead), a bad status line
+    except http.client.HTTPException as error:  # a cut-off body, a bad status line, InvalidURL (a space in the URL)
         raise DownloadError(f"cannot download {shown}: {type(error).__name__}: {error}") from None
     except OSError as error:  # connection reset, disk full
         raise DownloadError(f"cannot download {shown}: {error.strerror or error}") from None

@@ -12,7 +12,9 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from agent.transport.urls import public_url
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_URL_CHARS = 2048
@@ -66,22 +68,6 @@ def check_url(url: str, allow_http: bool) -> None:
         raise DeployRejected(f"url {_shown(public_url(url))} has no host")
 
 
-def public_url(url: str) -> str:
-    """`url` without user, password, query or fragment: what may be logged and published retained.
-
-    Signed download links carry their token in the query; a retained message is readable by
-    every client allowed on the topic.
-    """
-    try:
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port is not None:
-            netloc = f"{netloc}:{parts.port}"
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def parse_deploy(payload: bytes, allow_http: bool) -> DeployRequest:
     """The deployment a `deploy` payload asks for; DeployRejected naming every problem otherwise."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -100,7 +86,8 @@ def parse_deploy(payload: bytes, allow_http: bool) -> DeployRequest:
     problems += [f"missing key {key!r}" for key in KEYS if key not in body]
     url, sha256 = body.get("url"), body.get("sha256")
     if "url" in body and (not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS):
-        problems.append(f"url: {_shown(url)} is not allowed; expected a URL of at most {MAX_URL_CHARS} characters")
+        shown = _shown(public_url(url)) if isinstance(url, str) else _shown(url)  # a long URL may be a signed one
+        problems.append(f"url: {shown} is not allowed; expected a URL of at most {MAX_URL_CHARS} characters")
     elif isinstance(url, str):
         try:
             check_url(url, allow_http)

@@ -17,6 +17,7 @@ from agent.pipeline.capture import to_bgr
 from agent.pipeline.frames import Frame
 from agent.pipeline.sources import FrameSource, SourceError, open_source
 from tests.agent.agent_process import MjpegServer
+from tests.broker import free_port
 
 H, W = 48, 64
 LEVELS = [10 * i + 20 for i in range(12)]  # one gray level per frame, far enough apart to survive JPEG
@@ -204,6 +205,32 @@ def test_nonexistent_path_names_it(tmp_path: Path) -> None:
         open_source(str(missing))
 
 
+def test_a_stream_that_cannot_be_opened_never_shows_its_password_or_token(caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on the port: every open is refused, and each refusal is logged, counted and kept.
+    port = free_port()
+    uri = f"rtsp://user:pw@127.0.0.1:{port}/stream?token=SECRET"
+    caplog.set_level(logging.DEBUG)
+    with open_source(uri, reconnect_max_s=0.2) as src:
+        assert wait_for(lambda: src.health().reopen_attempts >= 1 and src.health().last_error is not None, 10.0)
+        with pytest.raises(SourceError) as caught:
+            src.probe(0.1)
+        health = src.health()
+    shown = f"stream rtsp://127.0.0.1:{port}/stream"
+    assert src.name == shown and str(caught.value).startswith(shown), (src.name, str(caught.value))
+    assert "cannot connect to" in (health.last_error or "") and "source unavailable" in caplog.text
+    shown_where = {"name": src.name, "error": str(caught.value), "health": repr(health), "log": caplog.text}
+    for where, text in shown_where.items():
+        assert "pw" not in text and "SECRET" not in text, f"{where}: {text}"
+
+
+def test_an_unknown_url_scheme_is_named_without_its_secrets() -> None:
+    with pytest.raises(SourceError) as caught:
+        open_source("rtmp://user:pw@cam.lan/live?token=SECRET")
+    message = str(caught.value)
+    assert message.startswith("source 'rtmp://cam.lan/live' not found"), message
+    assert "pw" not in message and "SECRET" not in message
+
+
 def test_undecodable_video_file_raises(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00garbage" * 64)
@@ -248,3 +275,67 @@ def test_close_stops_the_reader_threads(video: Path) -> None:
 def test_to_bgr_passes_pictures_and_rejects_garbage(image: np.ndarray | None, shape: tuple[int, ...] | None) -> None:
     out = to_bgr(image)
     assert (None if out is None else out.shape) == shape
+
+
+class StuckCamera:
+    """A live camera whose first capture blocks in grab() until released; later opens deliver frames."""
+
+    def __init__(self) -> None:
+        self.release_stuck = threading.Event()
+        self.in_stuck_grab = threading.Event()
+        self.opens = 0
+        self.stuck_released = threading.Event()
+
+    def open(self) -> StuckCamera.Capture:
+        self.opens += 1
+        return self.Capture(self, stuck=self.opens == 1)
+
+    class Capture:
+        def __init__(self, camera: StuckCamera, stuck: bool) -> None:
+            self.camera, self.stuck = camera, stuck
+
+        def grab(self) -> bool:
+            if self.stuck:
+                self.camera.in_stuck_grab.set()
+                self.camera.release_stuck.wait(30)
+            else:
+                time.sleep(0.01)  # a camera's frame period
+            return True
+
+        def retrieve(self) -> tuple[bool, np.ndarray]:
+            # The stuck capture's frames are black, the good one's grey: a frame from the abandoned reader shows.
+            return True, gray(0 if self.stuck else 128)
+
+        def release(self) -> None:
+            if self.stuck:
+                self.camera.stuck_released.set()
+
+
+def test_a_read_that_never_returns_gets_its_reader_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    from agent.pipeline.capture import Backend
+
+    camera = StuckCamera()
+    backend = Backend("camera", "camera stuck", True, camera.open)
+    with caplog.at_level(logging.WARNING, logger="yolo_edge.source"):
+        src = FrameSource(backend, loop=False, fps=0, reconnect_max_s=0.2, stall_timeout_s=0.5)
+        try:
+            assert camera.in_stuck_grab.wait(5), "the reader never started its first read"
+            frames: list[Frame] = []
+            deadline = time.monotonic() + 10
+            while len(frames) < 3 and time.monotonic() < deadline:
+                if (frame := src.read(0.1)) is not None:
+                    frames.append(frame)
+            assert len(frames) == 3, f"no frames from the reopened camera; health {src.health()}"
+            assert {level_of(f) for f in frames} == {128}
+            health = src.health()
+            assert health.stalls == 1 and health.connected and camera.opens == 2, health
+            assert any("a read has not returned" in r.getMessage() for r in caplog.records), caplog.text
+
+            # The stuck read returns at last: its reader lets go of its capture and delivers nothing.
+            camera.release_stuck.set()
+            assert camera.stuck_released.wait(5), "the abandoned reader kept its capture"
+            later = [f for f in (src.read(0.1) for _ in range(10)) if f is not None]
+            assert later and {level_of(f) for f in later} == {128}
+        finally:
+            camera.release_stuck.set()
+            src.close()

@@ -140,6 +140,17 @@ def test_credentials_and_query_stay_out_of_messages(tmp_path: Path, files: HttpF
     assert "s3cret" not in message
 
 
+REFUSED_TARGETS = ["/a b.tar.gz?token=SECRET", "/b.tar.gz?token=SECRET x", "/b.tar.gz?token=SECRET\tx"]
+
+
+@pytest.mark.parametrize("target", REFUSED_TARGETS)
+def test_a_url_http_client_refuses_is_named_without_its_query(tmp_path: Path, files: HttpFiles, target: str) -> None:
+    # http.client's InvalidURL quotes the path and query, where signed links carry their token.
+    message, _ = fails(tmp_path, files.url(target), "InvalidURL")
+    assert "SECRET" not in message and "token" not in message, message
+    assert files.url(target.split("?")[0]) in message
+
+
 def test_credentials_in_the_url_are_sent_as_basic_authentication(tmp_path: Path, files: HttpFiles) -> None:
     files.add("/private.tar.gz", BODY)
     url = files.base.replace("http://", "http://op%40lan:p%3Ass@") + "/private.tar.gz"

@@ -262,7 +262,7 @@ class CountingPublisher:
         self.inner = inner
         self.sent: Counter[str] = Counter()
         self.last_seq: dict[str, int] = {}
-        self.store_ms: list[float] = []  # publish_sequenced: the outbox's fsynced insert and the hand-over to paho
+        self.store_ms: list[float] = []  # publish_sequenced: numbering and queueing for the outbox's writer
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self.sent[topic] += 1
@@ -711,8 +711,8 @@ def traffic_table(run: LoadRun) -> Table:
             "kB/s: MQTT PUBLISH packets as received (fixed header + topic + packet id + payload); TCP/IP not counted.",
             "latency: receiver's time.time() on arrival minus the payload's ts, which the payload rounds to 1 ms "
             "(so +-0.5 ms). ts is when the simulated frame was due, so the figure includes the frame loop's own "
-            "lateness, payload building and, for events, the outbox's fsynced insert; then paho, the broker and "
-            "the receiver. stats and presence carry the time they were built.",
+            "lateness, payload building and, for events, the outbox writer's group-committed insert; then paho, "
+            "the broker and the receiver. stats and presence carry the time they were built.",
             "status has no ts: counted, not timed.",
         ),
     )
@@ -773,7 +773,7 @@ def simulation_table(run: LoadRun, args: argparse.Namespace) -> Table:
             "messages the loops handed over",
             ", ".join(f"{k} {v}" for k, v in sorted(sum((Counter(d.sent) for d in devices), Counter()).items())),
         ),
-        ("events: publish_sequenced ms (outbox insert + fsync + hand-over), p50 / p99 / max", store),
+        ("events: publish_sequenced ms (numbered and queued for the outbox's writer), p50 / p99 / max", store),
         ("outbox rows still pending after close", str(sum(d.outbox_pending for d in devices))),
         ("QoS 0 messages dropped while disconnected", str(sum(d.dropped_qos0 for d in devices))),
         ("reconnects", str(sum(d.reconnects for d in devices))),

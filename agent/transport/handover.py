@@ -1,8 +1,8 @@
-"""The publisher's side of the outbox hand-over: what was handed to paho, what was acknowledged.
+"""The publisher's side of the hand-over to paho: what was handed, what is retained, whether the outbox works.
 
-Handed maps paho's message ids to outbox rows for the current connection; OutboxLink deletes
-acknowledged rows in batches and keeps the outbox's error state, logging one line per failure
-streak rather than one per message.
+Handed maps paho's message ids to what they carry for the current connection; RetainedStates keeps
+the last retained message per topic for re-publishing on connect; OutboxFailures keeps the
+outbox's error state, logging one line per failure streak rather than one per message.
 """
 
 from __future__ import annotations
@@ -11,19 +11,26 @@ import logging
 import threading
 from typing import NamedTuple
 
-from agent.transport.outbox import Outbox, OutboxError
+from agent.transport.outbox import OutboxError
 
 log = logging.getLogger("yolo_edge.mqtt")
+
+# Retained.row while a QoS 1 retained message waits for the writer: the replay will carry it once
+# stored, so a connect must not re-publish it from memory as well (outbox ids start at 1).
+QUEUED = 0
 
 
 class Retained(NamedTuple):
     payload: bytes
     qos: int
-    row: int | None  # outbox row while the message may still be waiting there
+    row: int | None  # outbox row while the message may still be waiting there; QUEUED; None: memory only
 
 
 class Handed:
-    """paho message ids handed over in this connection -> outbox row (None: not from the outbox).
+    """paho message ids handed over in this connection -> ref: an outbox row (> 0), a held message (< 0), or None.
+
+    A held message is one the outbox could not store (agent/transport/spool.py); its key is
+    stored negated so one int says which of the two an acknowledgement settles.
 
     paho returns a message's mid only when publish() returns, but its network thread may
     already have read the PUBACK and called on_publish. We cannot hold one lock across
@@ -31,97 +38,82 @@ class Handed:
     message lock, which publish() needs too (lock-order inversion, deadlock). So each mid
     is settled by whichever of the two sides comes second. Every successful publish()
     produces exactly one on_publish, so nothing lingers; a lost connection clears it all.
+    Not thread-safe: the courier's lock guards it.
     """
 
     def __init__(self) -> None:
-        self._rows: dict[int, int | None] = {}
+        self._refs: dict[int, int | None] = {}
         self._early: set[int] = set()
         self.outbox_inflight = 0  # outbox rows handed and not yet acknowledged
 
-    def handed(self, mid: int, row: int | None) -> bool:
+    def handed(self, mid: int, ref: int | None) -> bool:
         """Record a message paho accepted; True if its acknowledgement already came."""
         if mid in self._early:
             self._early.discard(mid)
             return True
-        self._rows[mid] = row
-        self.outbox_inflight += row is not None
+        self._refs[mid] = ref
+        self.outbox_inflight += ref is not None and ref > 0
         return False
 
-    def acked(self, mid: int) -> int | None:
-        """The outbox row that `mid` acknowledges, if known yet."""
-        if mid in self._rows:
-            row = self._rows.pop(mid)
-            self.outbox_inflight -= row is not None
-            return row
+    def acked(self, mid: int) -> tuple[bool, int | None]:
+        """(known, ref): whether `mid` was recorded yet and, if so, what it acknowledges."""
+        if mid in self._refs:
+            ref = self._refs.pop(mid)
+            self.outbox_inflight -= ref is not None and ref > 0
+            return True, ref
         self._early.add(mid)
-        return None
+        return False, None
 
     def clear(self) -> None:
-        self._rows.clear()
+        self._refs.clear()
         self._early.clear()
         self.outbox_inflight = 0
 
 
-class OutboxLink:
-    """The outbox as the publisher uses it: batched deletes of acknowledged rows and its error state.
+class RetainedStates:
+    """The last retained message per full topic, re-published on every connect (the broker may have lost it)."""
 
-    Its lock is its own and never held while the outbox is called, so paho's thread and the
-    frame loop can both report acknowledgements and failures at any time.
-    """
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._acked_rows: list[int] = []  # acknowledged, not yet deleted from the outbox
+        self._states: dict[str, Retained] = {}
+
+    def remember(self, topic: str, payload: bytes, qos: int, row: int | None) -> None:
+        with self._lock:
+            if payload:
+                self._states[topic] = Retained(bytes(payload), qos, row)
+            else:
+                self._states.pop(topic, None)  # an empty retained message clears the topic
+
+    def settle(self, topic: str, payload: bytes, row: int | None) -> None:
+        """The writer stored (row) or could not store (None) the QUEUED message `payload` on `topic`."""
+        with self._lock:
+            state = self._states.get(topic)
+            if state is not None and state.row == QUEUED and state.payload == payload:
+                self._states[topic] = state._replace(row=row)
+
+    def snapshot(self) -> list[tuple[str, Retained]]:
+        with self._lock:
+            return list(self._states.items())
+
+
+class OutboxFailures:
+    """Whether the outbox can be written, and how many writes failed; one log line per failure streak."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        self._lock = threading.Lock()
         self.errors = 0
-        self._failing = False
-
-    def acknowledged(self, row: int) -> int:
-        """Note an acknowledged row for deletion; the number of rows now waiting to be deleted."""
-        with self._lock:
-            self._acked_rows.append(row)
-            return len(self._acked_rows)
-
-    def waiting(self) -> int:
-        with self._lock:
-            return len(self._acked_rows)
-
-    def remove(self, row: int) -> None:
-        """Delete one row now (with any acknowledged rows still waiting)."""
-        self.acknowledged(row)
-        self.remove_acked()
-
-    def remove_acked(self) -> None:
-        with self._lock:
-            rows, self._acked_rows = self._acked_rows, []
-        if not rows:
-            return
-        try:
-            self.outbox.remove_many(rows)
-        except OutboxError as error:
-            # Tried again with the next acknowledgement (a full disk takes deletes too). Forgotten,
-            # they would stay in the file and go out a second time after the next reconnect or restart.
-            with self._lock:
-                self._acked_rows = rows + self._acked_rows
-            self.failed(error)
-
-    def still_pending(self, row: int) -> bool:
-        """True if `row` is still in the outbox (not yet acknowledged and deleted)."""
-        try:
-            first = self.outbox.pending(after_id=row - 1, limit=1)
-        except OutboxError:
-            return False
-        return bool(first) and first[0].id == row
+        self.failing = False
 
     def failed(self, error: OutboxError) -> None:
         with self._lock:
             self.errors += 1
-            first, self._failing = not self._failing, True
+            first, self.failing = not self.failing, True
         if first:
             log.error("%s", error)
 
     def ok(self) -> None:
-        if self._failing:
-            with self._lock:
-                self._failing = False
-            log.info("outbox %s writable again", self.outbox.path)
+        with self._lock:
+            was, self.failing = self.failing, False
+        if was:
+            log.info("outbox %s writable again", self.path)

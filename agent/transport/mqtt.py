@@ -1,11 +1,13 @@
-"""MQTT transport for the Publisher interface: the agent's publisher with its durable outbox hand-over.
+"""MQTT transport for the Publisher interface: the agent's publisher over its durable outbox.
 
-QoS 1 messages go through the durable outbox (agent/transport/outbox.py): stored first, handed
-to paho when connected, deleted on PUBACK. On every connect the publisher announces
-`status` = `online`, re-publishes the retained state it holds (the broker may have
-restarted without persistence) and then hands over every pending outbox message in id
-order. paho runs its own network thread (loop_start) and reconnects forever with
-exponential backoff, so nothing here ever blocks the frame loop on the network.
+QoS 1 messages go through the durable outbox (agent/transport/outbox.py): publish() queues them
+in memory and returns (agent/transport/spool.py); the courier thread (agent/transport/courier.py)
+stores them, group-committed, hands stored rows to paho when connected, and deletes them on
+PUBACK. On every connect the courier announces `status` = `online`, re-publishes the retained
+state (the broker may have restarted without persistence) and then replays every pending
+outbox row in id order. paho runs its own network thread (loop_start) and reconnects forever
+with exponential backoff; its callbacks only record state, so neither the frame loop nor paho's
+thread ever waits for the disk or for a backlog.
 
 Commands come the other way: subscribe() registers a handler per topic, subscribed
 again on every connect (clean sessions keep no subscriptions). Handlers run on paho's
@@ -26,22 +28,23 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport import topics
 from agent.transport.connection import MqttSettings, closed_early_hint, describe_connect_error, make_client
-from agent.transport.handover import Handed, OutboxLink, Retained
-from agent.transport.outbox import Outbox, OutboxError
+from agent.transport.courier import Courier
+from agent.transport.handover import QUEUED, RetainedStates
+from agent.transport.outbox import NewMessage, Outbox, OutboxError
 from agent.transport.publisher import PublisherHealth
+from agent.transport.spool import Spool
 from agent.transport.topics import checked_suffix
 
 __all__ = ["MqttPublisher"]
 
 log = logging.getLogger("yolo_edge.mqtt")
 
-_BATCH = 500  # outbox rows read per query while handing over a backlog
-_ACK_BATCH = 100  # acknowledged rows deleted per transaction while a backlog drains
+QUEUE_LIMIT = 10_000  # QoS 1 messages waiting in memory for the writer (a disk far slower than the loop)
+HELD_LIMIT = 1000  # QoS 1 messages held in memory while the outbox cannot store them (like MAX_UNSENT_EVENTS)
 
 
 class MqttPublisher:
@@ -49,9 +52,13 @@ class MqttPublisher:
 
     The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
     the stats timer and paho's network thread may all call in.
+    queue_limit: QoS 1 messages waiting in memory for the writer at most; held_limit: QoS 1 messages
+    held in memory while the outbox cannot store them at most. Past either, messages are dropped and counted.
     """
 
-    def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
+    def __init__(
+        self, settings: MqttSettings, outbox: Outbox, queue_limit: int = QUEUE_LIMIT, held_limit: int = HELD_LIMIT
+    ) -> None:
         self.settings = settings
         self.outbox = outbox
         self._client = client = make_client(settings, settings.client_id)
@@ -61,33 +68,28 @@ class MqttPublisher:
         client.will_set(self._topic(topics.STATUS), topics.OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, math.ceil(settings.reconnect_max_s)))
         client.max_inflight_messages_set(settings.max_inflight)
-        client.max_queued_messages_set(0)  # unlimited: the outbox bounds what can pile up
+        client.max_queued_messages_set(0)  # unlimited: the courier's window bounds what paho holds
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
 
-        # _send_lock serializes handing messages to paho, so outbox rows go out in id order and
-        # none twice per connection. _lock guards the small state below; it is never held while
-        # calling paho or the outbox, so paho's thread can always take it from a callback.
-        self._send_lock = threading.Lock()
+        self._retained = RetainedStates()
+        self._spool = Spool(outbox, queue_limit, held_limit, wake=lambda: self._courier.wake())
+        # A window of a few inflight rounds keeps paho's own queue short yet never empty while a backlog drains.
+        window = max(4 * settings.max_inflight, 200)
+        self._courier = Courier(client, outbox, self._spool, self._retained, self._topic(topics.STATUS), window)
+        # _lock guards the small state below; it is never held while calling paho or the outbox.
         self._lock = threading.Lock()
-        self._handed_upto = 0  # highest outbox id handed in this connection (under _send_lock)
-        self._handed = Handed()
-        self._link = OutboxLink(outbox)
-        self._retained: dict[str, Retained] = {}
         self._handlers: dict[str, Callable[[bytes], None]] = {}  # full topic -> handler
-        self._status_info: mqtt.MQTTMessageInfo | None = None
         self._connected = False
         self._connects = 0
         self._started = False
         self._closing = False
         self._dropped_qos0 = 0
-        self._last_pending = 0
         self._unreachable = False  # log one line per failure streak, not one per retry
         self._refused = False
-        self._acked = threading.Event()
         self._disconnected = threading.Event()
         self._first_attempt = threading.Event()  # set once the first connection attempt succeeded or failed
 
@@ -99,6 +101,11 @@ class MqttPublisher:
             if self._started or self._closing:
                 return self
             self._started = True
+        try:
+            self._spool.load_counters()
+        except OutboxError as error:  # each counter is read on first use instead
+            log.warning("%s", error)
+        self._courier.start()
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
         self._client.loop_start()
         return self
@@ -117,9 +124,10 @@ class MqttPublisher:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish to `<topic_prefix>/<topic>`.
 
-        QoS >= 1 is stored in the outbox first; QoS 0 goes out only while connected (else it
-        is counted in health().extra["dropped_qos0"]). Retained messages are also kept in
-        memory and re-published on every connect. Never waits for the network (it may wait for one fsync of the outbox).
+        QoS >= 1 is queued for the outbox and returns at once; it is sent once stored (while the
+        outbox cannot be written: held in memory, bounded, and sent from there). QoS 0 goes out only
+        while connected (else it is counted in health().extra["dropped_qos0"]). Retained messages
+        are also kept in memory and re-published on every connect. Never waits for the network or the disk.
         """
         self._publish_full(self._topic(topic), payload, qos, retain)
 
@@ -141,67 +149,61 @@ class MqttPublisher:
 
     def _publish_full(self, full: str, payload: bytes, qos: int, retain: bool) -> None:
         if qos >= 1:
-            try:
-                row = self.outbox.add(full, payload, qos, retain)
-            except OutboxError as error:
-                self._link.failed(error)
-                self._remember(full, payload, qos, retain, None)
-                # Not durable, but while connected it still reaches the broker instead of vanishing.
-                with self._send_lock:
-                    if self._connected:
-                        self._hand(full, payload, qos, retain, None)
-                return
-            self._link.ok()
-            self._remember(full, payload, qos, retain, row)
-            self.flush()
+            if retain:  # before queueing: the courier may store it (and settle this) at once
+                self._retained.remember(full, payload, qos, QUEUED)
+            if not self._spool.put(NewMessage(full, bytes(payload), qos, retain)) and retain:
+                self._retained.settle(full, payload, None)  # not queued: only memory has it now
             return
-        self._remember(full, payload, qos, retain, None)
-        with self._send_lock:
-            sent = self._connected and self._hand(full, payload, qos, retain, None) is not None
-        if not sent:
+        if retain:
+            self._retained.remember(full, payload, qos, None)
+        if not self._courier.send_now(full, payload, qos, retain):
             with self._lock:
                 self._dropped_qos0 += 1
 
     def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
-        """Store `build(seq)` for `<topic_prefix>/<topic>` with the next seq of the counter named `topic`; return seq.
+        """Queue `build(seq)` for `<topic_prefix>/<topic>` with the next seq of the counter named `topic`; return seq.
 
         Always durable (whatever qos says): the number only means something if it is stored
-        with its message. Raises OutboxError when the outbox cannot be written, since no
-        number can be given out then without risking a repeat.
+        with its message, which the writer does in one transaction before the message is sent.
+        Returns without waiting for the disk. Raises OutboxError, taking no number, while the
+        outbox cannot be written (numbered messages wait for it) or the writer's queue is full.
         """
         full = self._topic(topic)
-        try:
-            seq = self.outbox.add_sequenced(full, build, max(qos, 1), retain, counter=topic)
-        except OutboxError as error:
-            self._link.failed(error)
-            raise
-        self._link.ok()
-        self.flush()
-        return seq
+        # Retained state is noted before the message is queued: the courier may store (and settle) it at once.
+        remember = (lambda payload: self._retained.remember(full, payload, max(qos, 1), QUEUED)) if retain else None
+        return self._spool.put_sequenced(full, build, max(qos, 1), retain, counter=topic, numbered=remember)
 
-    def flush(self) -> None:
-        """Hand every outbox row not yet handed in this connection to paho (no-op when disconnected)."""
-        with self._send_lock:
-            self._drain()
+    def wait_stored(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until every QoS 1 message published so far is in the outbox (or held); True if so."""
+        deadline = time.monotonic() + timeout_s
+        while self._spool.queued and time.monotonic() < deadline:
+            self._courier.progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._courier.progress.clear()
+        return not self._spool.queued
 
     def health(self) -> PublisherHealth:
-        """Connection state and outbox figures for stats; reconnects counts connects after the first."""
-        try:
-            pending = self.outbox.count()
-            self._last_pending = pending
-        except OutboxError as error:
-            self._link.failed(error)
-            pending = self._last_pending
+        """Connection state and outbox figures for stats; reconnects counts connects after the first.
+
+        outbox_pending: QoS 1 messages not yet acknowledged, stored or queued for the writer.
+        """
+        stored, queued = self.outbox.counted(lambda: self._spool.queued)
         with self._lock:
             return PublisherHealth(
                 connected=self._connected,
-                outbox_pending=pending,
+                outbox_pending=stored + queued,
                 outbox_dropped=self.outbox.dropped,
                 reconnects=max(0, self._connects - 1),
                 extra={
-                    "outbox_errors": self._link.errors,
+                    "outbox_errors": self._courier.failures.errors,
+                    "outbox_writable": not self._courier.failures.failing,
+                    "outbox_dropped_full": self.outbox.dropped_full,
+                    "outbox_dropped_old": self.outbox.dropped_age,
+                    "unstored": queued,
+                    "held_in_memory": self._spool.held_count,
+                    "dropped_overflow": self._spool.dropped_overflow,
+                    "dropped_unsendable": self._courier.dropped_unsendable,
                     "dropped_qos0": self._dropped_qos0,
-                    "inflight": self._handed.outbox_inflight,
+                    "inflight": self._courier.inflight,
                     "refused": self._refused,
                 },
             )
@@ -209,8 +211,8 @@ class MqttPublisher:
     def close(self, timeout: float = 3.0) -> None:
         """Publish `status` = `stopped`, wait up to `timeout` seconds for the outbox to empty, disconnect cleanly.
 
-        A clean DISCONNECT tells the broker not to send the `offline` will. Unacknowledged
-        messages stay in the outbox for the next run. Idempotent.
+        A clean DISCONNECT tells the broker not to send the `offline` will. What was queued is
+        stored first; unacknowledged messages stay in the outbox for the next run. Idempotent.
         """
         with self._lock:
             if self._closing:
@@ -218,17 +220,18 @@ class MqttPublisher:
             self._closing = True  # from now on a (re)connect announces "stopped", not "online"
             started = self._started
         if not started:
+            self._courier.stop(timeout)  # stores what was published before start()
             return
         deadline = time.monotonic() + timeout
-        with self._send_lock:
-            if self._connected:
-                info = self._hand(self._topic(topics.STATUS), topics.STOPPED, 1, True, None)
-                with self._lock:
-                    self._status_info = info
+        self._courier.close_requested()
         while not self._flushed() and time.monotonic() < deadline:
-            self._acked.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            self._acked.clear()
-        self._link.remove_acked()
+            self._courier.progress.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._courier.progress.clear()
+        # The last store (queued messages, acknowledged rows) may take a slow disk's fsync or two.
+        self._courier.stop(max(1.0, deadline - time.monotonic()))
+        lost = self._spool.queued + self._spool.held_count
+        if lost:  # the outbox refused them to the end: memory was all they had
+            log.warning("%d QoS 1 messages could not be stored in %s and are lost", lost, self.outbox.path)
         # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
         # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
         self._client.drop_out_messages()
@@ -246,43 +249,7 @@ class MqttPublisher:
     ) -> None:
         self.close()
 
-    # -- handing messages to paho (caller holds _send_lock) --------------------------------------
-
-    def _hand(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> mqtt.MQTTMessageInfo | None:
-        """Give one message to paho; None if paho did not take it (connection just dropped)."""
-        try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        except ValueError as error:
-            # A row paho can never send (invalid topic, oversized payload) must not block the
-            # rows behind it forever.
-            log.error("dropping outbox message %s on %s: %s", row, topic, error)
-            if row is not None:
-                self._link.remove(row)
-            return None
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            # NO_CONN: paho keeps a QoS 1 copy, but on_connect drops it; the outbox re-sends.
-            return None
-        with self._lock:
-            already_acked = self._handed.handed(info.mid, row)
-        if already_acked and row is not None:
-            self._link.remove(row)
-        return info
-
-    def _drain(self) -> None:
-        while self._connected:
-            try:
-                batch = self.outbox.pending(after_id=self._handed_upto, limit=_BATCH)
-            except OutboxError as error:
-                self._link.failed(error)
-                return
-            for message in batch:
-                if self._hand(message.topic, message.payload, message.qos, message.retain, message.id) is None:
-                    return  # connection lost: the next connect starts again from the oldest row
-                self._handed_upto = message.id
-            if len(batch) < _BATCH:
-                return
-
-    # -- paho callbacks (paho's network thread) ------------------------------------------------
+    # -- paho callbacks (paho's network thread): state only, never the disk ------------------------
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
@@ -295,34 +262,17 @@ class MqttPublisher:
                 log.error("%s:%d refused the connection: %s; retrying", self.settings.host, self.settings.port, reason)
             self._first_attempt.set()
             return
-        with self._send_lock:
-            # paho keeps its own copy of every QoS 1 message left unacknowledged by the previous
-            # connection and re-sends it right after this callback. The outbox re-sends those
-            # rows below, in order, so paho's copies would only arrive twice and out of order.
-            client.drop_out_messages()
-            self._link.remove_acked()
-            with self._lock:
-                self._connected = True
-                self._refused = self._unreachable = False
-                self._connects += 1
-                self._handed.clear()
-                closing = self._closing
-                retained = list(self._retained.items())
-            self._handed_upto = 0
-            self._disconnected.clear()
-            log.info("connected to %s:%d", self.settings.host, self.settings.port)
-            info = self._hand(self._topic(topics.STATUS), topics.STOPPED if closing else topics.ONLINE, 1, True, None)
-            with self._lock:
-                self._status_info = info
-            for topic, state in retained:
-                if state.row is None or not self._link.still_pending(state.row):
-                    self._hand(topic, state.payload, state.qos, True, None)
-            self._drain()
+        # The courier first: once health() says connected, a QoS 0 publish must go out, not be dropped.
+        self._courier.connected()  # it announces, re-publishes and replays on its own thread
         with self._lock:
+            self._connected = True
+            self._refused = self._unreachable = False
+            self._connects += 1
             subscribed = list(self._handlers)
+        self._disconnected.clear()
+        log.info("connected to %s:%d", self.settings.host, self.settings.port)
         if subscribed:
             client.subscribe([(topic, 1) for topic in subscribed])
-        self._acked.set()
         self._first_attempt.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -346,7 +296,7 @@ class MqttPublisher:
         with self._lock:
             was_connected, self._connected = self._connected, False
             closing = self._closing
-        self._link.remove_acked()
+        self._courier.disconnected()
         self._disconnected.set()
         if not was_connected:
             self._closed_before_connack(closing, reason)
@@ -383,38 +333,18 @@ class MqttPublisher:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
-        with self._lock:
-            row = self._handed.acked(mid)
-            inflight = self._handed.outbox_inflight
-        # One fsync per acknowledgement would make a backlog drain at the disk's pace, so
-        # deletes are batched; a crash in between only means those rows go out once more.
-        waiting = self._link.acknowledged(row) if row is not None else self._link.waiting()
-        ready = waiting >= _ACK_BATCH or bool(waiting and not inflight)
-        if ready:
-            self._link.remove_acked()
-        self._acked.set()
+        # paho holds its message lock here: only note it; the courier deletes the row.
+        self._courier.acked(mid)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _topic(self, topic: str) -> str:
         return f"{self.settings.topic_prefix}/{checked_suffix(topic)}"
 
-    def _remember(self, topic: str, payload: bytes, qos: int, retain: bool, row: int | None) -> None:
-        if not retain:
-            return
-        with self._lock:
-            if payload:
-                self._retained[topic] = Retained(bytes(payload), qos, row)
-            else:
-                self._retained.pop(topic, None)  # an empty retained message clears the topic
-
     def _flushed(self) -> bool:
-        """close(): nothing left to wait for (outbox empty and `stopped` acknowledged, if it was sent)."""
-        try:
-            if self.outbox.count():
-                return False
-        except OutboxError:
-            return True
-        with self._lock:
-            status, connected = self._status_info, self._connected
-        return not connected or status is None or status.is_published()
+        """close(): nothing left to wait for (all stored and acknowledged, held ones too; `stopped` acknowledged)."""
+        if self._spool.queued and not self._courier.failures.failing:
+            return False
+        if not self._courier.is_connected:
+            return not self.outbox.count() and not self._spool.queued
+        return not (self.outbox.count() or self._spool.held_count) and self._courier.stopped_acknowledged()

@@ -2,8 +2,13 @@
 
 Every QoS 1 message is written here before it is handed to the MQTT client and
 removed only on its PUBACK, so broker outages, agent crashes (kill -9) and power
-loss lose nothing that `add` returned for. The file is bounded by count and age;
-what the bounds drop is counted, and the count survives restarts.
+loss lose nothing that `add` or `store` returned for. The file is bounded by count and age;
+what the bounds drop is counted (by bound), and the counts survive restarts.
+
+The work per insert is bounded: the row count is kept in memory (one COUNT(*) when the file
+opens), the count bound deletes the oldest rows by primary key and the age bound probes an
+index, so an outbox at its 10,000-row bound costs what an empty one does. `store` writes a
+whole batch (new rows, counters, acknowledged rows to delete) in one transaction: one fsync.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Outbox", "OutboxError", "OutboxMessage"]
+__all__ = ["NewMessage", "Outbox", "OutboxError", "OutboxMessage"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -30,6 +35,8 @@ CREATE TABLE IF NOT EXISTS messages (
     retain INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+-- The age bound's DELETE finds old rows through this index instead of scanning the table.
+CREATE INDEX IF NOT EXISTS messages_created_at ON messages (created_at);
 -- Sequence counters (events' seq): updated in the same transaction as the insert they number.
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- The outbox's own figures, kept apart so no counter name can collide with them.
@@ -51,6 +58,18 @@ class OutboxMessage:
     qos: int
     retain: bool
     created_at: float
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message for `store`. counter, seq: the counter it is numbered by, stored with it (None: not numbered)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    counter: str | None = None
+    seq: int | None = None
 
 
 class Outbox:
@@ -78,7 +97,10 @@ class Outbox:
         self.max_age_s = max_age_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending_drops = 0  # rows the open transaction dropped; counted only once it commits
+        # What the open transaction changed; applied to the figures below only once it commits.
+        self._pending_drops = (0, 0)  # (by the count bound, by the age bound)
+        self._pending_rows = 0
+        self._figures = threading.Lock()  # the figures below change together with a store's on_commit
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -97,16 +119,29 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            # The only COUNT(*): from here on the count is kept as rows come and go.
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
         except sqlite3.Error as error:
             self._db.close()
             raise OutboxError(f"outbox {self.path}: cannot set up: {error}") from error
-        self._dropped = int(row[0]) if row else 0
+        self._dropped = int(meta.get("dropped", 0))  # all drops (files older than the split have only this)
+        self._dropped_age = int(meta.get("dropped_age", 0))
 
     @property
     def dropped(self) -> int:
         """Messages dropped by the bounds since the file was created (persisted across restarts)."""
         return self._dropped
+
+    @property
+    def dropped_age(self) -> int:
+        """Of `dropped`: messages older than max_age_s."""
+        return self._dropped_age
+
+    @property
+    def dropped_full(self) -> int:
+        """Of `dropped`: the oldest messages, dropped because the outbox held max_messages."""
+        return self._dropped - self._dropped_age
 
     def add(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Store one message durably (fsynced on return); return its id, which rises with every add."""
@@ -130,13 +165,40 @@ class Outbox:
         with self._transaction("add a sequenced message") as db:
             row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
             seq = (int(row[0]) if row else 0) + 1
-            db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (counter, seq),
-            )
+            self._raise_counter(db, counter, seq)
             self._insert(db, topic, build(seq), qos, retain)
         return seq
+
+    def store(
+        self, messages: Sequence[NewMessage], remove: Iterable[int] = (), on_commit: Callable[[], None] | None = None
+    ) -> list[int]:
+        """Store `messages` and forget the acknowledged rows `remove`, all in one transaction; return the new ids.
+
+        A numbered message raises its counter to its seq in the same transaction, so a stored
+        message's number is never given out again. All or nothing: on OutboxError none is stored.
+        on_commit runs once it committed, together with the count's update (see `counted`).
+        """
+        with self._transaction("store messages", on_commit) as db:
+            self._delete(db, remove)
+            ids = []
+            for message in messages:
+                if message.counter is not None and message.seq is not None:
+                    self._raise_counter(db, message.counter, message.seq)
+                ids.append(self._insert(db, message.topic, message.payload, message.qos, message.retain, bound=False))
+            if messages:
+                self._enforce_bounds(db)
+        return ids
+
+    def counter(self, name: str) -> int:
+        """The last value of sequence counter `name` that was stored (0 if none)."""
+        with self._reading("read a counter"):
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def counters(self) -> dict[str, int]:
+        """Every sequence counter's last stored value."""
+        with self._reading("read the counters"):
+            return {str(name): int(value) for name, value in self._db.execute("SELECT name, value FROM counters")}
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[OutboxMessage]:
         """Up to `limit` stored messages with id > after_id, oldest first."""
@@ -154,12 +216,19 @@ class Outbox:
     def remove_many(self, message_ids: Iterable[int]) -> None:
         """Forget several acknowledged messages in one transaction (one fsync instead of one per message)."""
         with self._transaction("remove messages") as db:
-            db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
+            self._delete(db, message_ids)
 
     def count(self) -> int:
-        """Messages waiting for an acknowledgement."""
-        with self._reading("count messages"):
-            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        """Messages waiting for an acknowledgement (kept in memory: no query)."""
+        return self._count
+
+    def counted(self, read: Callable[[], int]) -> tuple[int, int]:
+        """(count(), read()) as of one moment between commits: what a store's on_commit changes is in both or neither.
+
+        Never waits for the disk: the lock it takes is held only while figures change, not during a commit.
+        """
+        with self._figures:
+            return self._count, read()
 
     def close(self) -> None:
         """Close the file; idempotent."""
@@ -174,36 +243,60 @@ class Outbox:
     ) -> None:
         self.close()
 
-    def _insert(self, db: sqlite3.Connection, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        """Insert one row and enforce the bounds, inside the caller's transaction."""
-        now = self._clock()
+    def _insert(
+        self, db: sqlite3.Connection, topic: str, payload: bytes, qos: int, retain: bool, bound: bool = True
+    ) -> int:
+        """Insert one row (and enforce the bounds unless the caller will), inside the caller's transaction."""
         cursor = db.execute(
             "INSERT INTO messages (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-            (topic, bytes(payload), qos, int(retain), now),
+            (topic, bytes(payload), qos, int(retain), self._clock()),
         )
-        message_id = int(cursor.lastrowid or 0)
+        self._pending_rows += 1
+        if bound:
+            self._enforce_bounds(db)
+        return int(cursor.lastrowid or 0)
+
+    def _enforce_bounds(self, db: sqlite3.Connection) -> None:
+        """Drop rows past the age and count bounds: index and primary-key work only, never a scan."""
         # A Pi without an RTC can boot with a stale clock that NTP later moves forward; rows stamped
         # before the jump then look old. Acceptable: the age bound is a week by default.
-        dropped = db.execute("DELETE FROM messages WHERE created_at < ?", (now - self.max_age_s,)).rowcount
-        excess = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) - self.max_messages
+        old = db.execute("DELETE FROM messages WHERE created_at < ?", (self._clock() - self.max_age_s,)).rowcount
+        excess = self._count + self._pending_rows - old - self.max_messages
+        full = 0
         if excess > 0:
-            dropped += db.execute(
+            full = db.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,)
             ).rowcount
-        if dropped:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-                (dropped,),
-            )
-            self._pending_drops = dropped
-        return message_id
+        if not (old or full):
+            return
+        self._pending_rows -= old + full
+        for key, value in (("dropped", old + full), ("dropped_age", old)):
+            if value:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                    (key, value),
+                )
+        by_bound, by_age = self._pending_drops
+        self._pending_drops = (by_bound + full, by_age + old)
+
+    def _delete(self, db: sqlite3.Connection, message_ids: Iterable[int]) -> None:
+        cursor = db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
+        self._pending_rows -= max(0, cursor.rowcount)  # ids already gone (dropped, acked twice) change nothing
+
+    @staticmethod
+    def _raise_counter(db: sqlite3.Connection, counter: str, seq: int) -> None:
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+            (counter, seq),
+        )
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, what: str, on_commit: Callable[[], None] | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction under the lock; sqlite errors become OutboxError and roll back."""
         with self._lock:
-            self._pending_drops = 0
+            self._pending_drops, self._pending_rows = (0, 0), 0
             try:
                 # IMMEDIATE takes the write lock up front, so a full disk or read-only file fails here
                 # or at COMMIT, never halfway through with some statements applied.
@@ -216,8 +309,14 @@ class Outbox:
             except BaseException:
                 self._rollback()
                 raise
-            # Only a committed drop counts, so the figure in memory matches the file.
-            self._dropped += self._pending_drops
+            # Only a committed change counts, so the figures in memory match the file.
+            by_bound, by_age = self._pending_drops
+            with self._figures:
+                self._dropped += by_bound + by_age
+                self._dropped_age += by_age
+                self._count += self._pending_rows
+                if on_commit is not None:
+                    on_commit()
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:

@@ -30,7 +30,7 @@ class PublisherHealth:
 
 class Publisher(Protocol):
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Queue one message. Never blocks the frame loop on the network.
+        """Queue one message. Never blocks the frame loop on the network (nor, for MQTT, on the disk).
 
         QoS 1 messages are durable: they are not lost if the broker is away.
         """
@@ -38,8 +38,9 @@ class Publisher(Protocol):
     def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
         """Publish `build(seq)` where seq is the next number of a counter that never repeats; return seq.
 
-        The number is taken and the message stored in one step, so a crash
-        can neither skip a number nor send one twice with different payloads.
+        The number and the message are stored together before the message is sent, so a
+        crash can neither make a number reach the broker twice nor leave a gap there (a
+        number whose message was not yet stored never went out, and is given out again).
         """
 
     def health(self) -> PublisherHealth: ...

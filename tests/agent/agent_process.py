@@ -28,8 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Broker
 
-ROOT = Path(__file__).resolve().parents[2]
 AGENT = (sys.executable, "-m", "agent.cli")
+# The checkout these tests belong to: the agent subprocess must run its code, not that of whichever
+# checkout the venv was installed from in editable mode (a worktree shares the venv of another).
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "yolo-edge"
 LOOP_FPS = 8  # pace of looping runs: events keep coming, one core stays free
 

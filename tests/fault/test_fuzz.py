@@ -5,6 +5,8 @@ command topic (`set`, `deploy`, `snapshot/request`, Home Assistant's `status`): 
 ends in the module's own rejection with a one-line message (ConfigError, SettingsRejected,
 DeployRejected) or is ignored, never in any other exception. Examples are random on every run
 (no example database is written); the @example cases are the inputs that once crashed.
+The last test samples each strategy until it yields an accepted and a rejected input, so no
+property test here checks only one side. The bundle manifest's are in test_fuzz_manifest.py.
 """
 
 from __future__ import annotations
@@ -12,81 +14,42 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import SECTIONS, AgentConfig, ConfigError, load_config
+from agent.config.sections import LOG_LEVELS, PRECISIONS
 from agent.control.commands import CommandInbox
 from agent.control.deploy.request import DeployRejected, DeployRequest, parse_deploy
 from agent.control.remote_settings import KEYS as SET_KEYS
 from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings
 from agent.transport.discovery import DiscoveryAnnouncer
+from tests.fault.fuzzing import (
+    FUZZ,
+    NASTY_TEXT,
+    floats,
+    integers,
+    json_bytes,
+    json_values,
+    one_line,
+    reaches,
+    text,
+)
 
 pytestmark = pytest.mark.fault
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
-FUZZ = settings(
-    max_examples=300,
-    deadline=None,  # the machine is shared: a slow example is not a failure
-    database=None,  # nothing written into the repository
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 CONFIG_KEYS = {section: [f.name for f in fields(cls) if f.name != "password"] for section, cls in SECTIONS.items()}
-# Values that once reached code paths the validators did not expect, and their neighbours.
-NASTY_TEXT = [
-    "",
-    " ",
-    "\n",
-    "a\nb",
-    "x\ry",
-    "\t",
-    "~",
-    "~nosuchuser-yolo",
-    "~nosuchuser-yolo/model.onnx",
-    "/",
-    ".",
-    "-1",
-    "0",
-    "nan",
-    "inf",
-    "-inf",
-    "1e400",
-    "9" * 400,
-    "0x10",
-    "1_000",
-    "true",
-    "YES",
-    "DEBUG",
-    "a=b,c",
-    "person=0.5,car",
-    "=",
-    ",",
-    "/dev/video0",
-    "rtsp://user:pw@cam/stream",
-    "é" * 3,
-    "\u2028",
-]
-HUGE_INTS = [10**400, -(10**400), 2**63, -(2**63) - 1, 2**64]
-
-
-def one_line(message: str) -> None:
-    """What every rejection must be: a non-empty message that a log or journal shows as a single line."""
-    assert message.strip(), "an empty error message"
-    assert "\n" not in message and "\r" not in message, f"not one line: {message!r}"
 
 
 # -- TOML documents ------------------------------------------------------------------------------------
 
-text = st.one_of(st.sampled_from(NASTY_TEXT), st.text(max_size=30))
-integers = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from(HUGE_INTS), st.integers(-5, 70000))
-floats = st.floats(allow_nan=True, allow_infinity=True)
 scalars = st.one_of(
     st.booleans(), integers, floats, text, st.datetimes(), st.dates(), st.times(), st.integers(0, 65535)
 )
@@ -128,7 +91,7 @@ def toml_value(value: object) -> str:
 
 
 @st.composite
-def config_documents(draw: st.DrawFn) -> str:
+def random_documents(draw: st.DrawFn) -> str:
     """A TOML file: mostly real sections and keys with values of any type, sometimes foreign ones."""
     lines: list[str] = []
     for section in draw(st.lists(st.sampled_from([*SECTIONS, "mqtt.tls", "extra"]) | text, max_size=4, unique=True)):
@@ -140,6 +103,41 @@ def config_documents(draw: st.DrawFn) -> str:
         lines.append(f"[{toml_string(section)}]")
         lines += [f"{toml_string(key)} = {toml_value(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
+
+
+# Values of the type each key's rule parses (keys.Spec.kind), often in range. Random TOML alone is
+# nearly always rejected for its first foreign section or key, so the value checks behind it
+# would hardly run and an accepted config would hardly ever be seen (test_..._reach_both_outcomes).
+LABELS = st.sampled_from(list(NAMES.values())) | text
+KIND_VALUES: dict[str, st.SearchStrategy[object]] = {
+    "bool": st.booleans(),
+    "int": st.integers(-5, 70000),
+    "float": st.floats(-1, 5000) | st.integers(0, 100),
+    "choice": st.sampled_from([*PRECISIONS, *LOG_LEVELS]),
+    "path": st.sampled_from(["/tmp", "model.onnx", "~/state", "/dev/null"]),
+    "labels": st.lists(LABELS, max_size=3),
+    "thresholds": st.dictionaries(LABELS, st.floats(0, 1.5), max_size=2),
+}
+
+
+@st.composite
+def typed_documents(draw: st.DrawFn) -> str:
+    """A TOML file of real sections and keys, each value of the key's type or, sometimes, of any type."""
+    lines: list[str] = []
+    for section in draw(st.lists(st.sampled_from(list(SECTIONS)), max_size=3, unique=True)):
+        values = {
+            f.name: KIND_VALUES.get(f.metadata["spec"].kind, text) | toml_values
+            for f in fields(SECTIONS[section])
+            if "spec" in f.metadata
+        }
+        lines.append(f"[{toml_string(section)}]")
+        table = draw(st.fixed_dictionaries({}, optional=values))
+        lines += [f"{toml_string(key)} = {toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def config_documents() -> st.SearchStrategy[str]:
+    return random_documents() | typed_documents()
 
 
 def loads_or_rejects(**kwargs: Any) -> AgentConfig | None:
@@ -221,22 +219,32 @@ def test_command_line_values_are_loaded_or_rejected_in_one_line(
 
 # -- command payloads ----------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | integers | floats | text,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
-    max_leaves=10,
-)
 
+def payloads(
+    keys: tuple[str, ...], valid: dict[str, st.SearchStrategy[object]] | None = None
+) -> st.SearchStrategy[bytes]:
+    """Bytes of any kind, JSON of any shape, and objects with the topic's own keys holding any JSON.
 
-def json_bytes(value: object) -> bytes:
-    # allow_nan: Python's json writes NaN and Infinity, and json.loads reads them back.
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
-
-
-def payloads(keys: tuple[str, ...]) -> st.SearchStrategy[bytes]:
-    """Bytes of any kind, JSON of any shape, and objects with the topic's own keys holding any JSON."""
+    valid: for keys whose valid values random JSON hardly ever hits (a URL, 64 hex digits), values
+    near valid ones, so that accepted payloads are fuzzed too and not only rejections.
+    """
     objects = st.dictionaries(st.sampled_from(keys) | text, json_values, max_size=len(keys) + 1)
-    return st.one_of(st.binary(max_size=100), json_values.map(json_bytes), objects.map(json_bytes))
+    choices = [st.binary(max_size=100), json_values.map(json_bytes), objects.map(json_bytes)]
+    if valid:
+        shaped = st.fixed_dictionaries({}, optional={key: strategy | json_values for key, strategy in valid.items()})
+        choices.append(shaped.map(json_bytes))
+    return st.one_of(choices)
+
+
+hex_digits = st.text("0123456789abcdefABCDEF", min_size=63, max_size=65)
+hosts = st.sampled_from(["h", "example.com", "10.0.0.1", "[::1]", "h:8443", "user:pw@h", ""]) | text
+deploy_values: dict[str, st.SearchStrategy[object]] = {
+    "url": st.builds(
+        lambda scheme, host, path: f"{scheme}://{host}/{path}", st.sampled_from(["https", "http", "ftp"]), hosts, text
+    ),
+    "sha256": hex_digits,
+}
+deploy_payloads = payloads(("url", "sha256"), deploy_values)
 
 
 NESTED = [b"[" * depth + b"]" * depth for depth in (500, 990, 1000, 5000)]
@@ -277,7 +285,7 @@ def test_set_topic_handler_queues_or_replies_and_never_raises(payload: bytes) ->
 
 
 @FUZZ
-@given(payload=payloads(("url", "sha256")), allow_http=st.booleans())
+@given(payload=deploy_payloads, allow_http=st.booleans())
 @example(payload=b'{"url": "https://[::1/x", "sha256": "' + b"a" * 64 + b'"}', allow_http=False)
 @example(payload=b'{"url": "http://h:99999/x", "sha256": "' + b"a" * 64 + b'"}', allow_http=True)
 @example(payload=b'{"url": "https://h/\nx", "sha256": "' + b"A" * 64 + b'"}', allow_http=False)
@@ -328,12 +336,47 @@ def test_home_assistant_status_of_any_payload_announces_only_on_online(payload: 
         announcer.close()
 
 
-def test_fuzzing_reaches_both_outcomes() -> None:
-    """The strategies above are not all rejections: valid inputs of every kind exist among them."""
-    accepted: list[Callable[[], object]] = [
-        lambda: parse_settings(b'{"confidence": 0.5, "classes": ["circle"], "max_fps": 2}', NAMES),
-        lambda: parse_deploy(json.dumps({"url": "https://h/b.tar.gz", "sha256": "ab" * 32}).encode(), False),
-        lambda: load_config(None, env={"YOLO_EDGE_MQTT_PORT": "1884"}, require_model=False),
-    ]
-    for accept in accepted:
-        accept()
+# -- the strategies reach both outcomes ----------------------------------------------------------------
+
+DEFAULTS = AgentConfig()
+
+
+def config_outcome(**kwargs: Any) -> str:
+    """'accepted' when the config differs from the defaults (an empty one proves nothing), else why not."""
+    try:
+        config = load_config(**kwargs, require_model=False)
+    except ConfigError:
+        return "rejected"
+    return "accepted" if replace(config, config_file=None) != DEFAULTS else "defaults"
+
+
+def config_file_outcome(folder: Path, document: str) -> str:
+    (folder / "agent.toml").write_text(document, encoding="utf-8")
+    return config_outcome(path=folder / "agent.toml", env={})
+
+
+def set_outcome(payload: bytes) -> str:
+    try:
+        change = parse_settings(payload, NAMES)
+    except SettingsRejected:
+        return "rejected"
+    return "accepted" if change.values else "empty"
+
+
+def deploy_outcome(payload: bytes) -> str:
+    try:
+        parse_deploy(payload, allow_http=False)
+    except DeployRejected:
+        return "rejected"
+    return "accepted"
+
+
+@pytest.mark.parametrize("wanted", ["accepted", "rejected"])
+def test_the_strategies_reach_both_outcomes(tmp_path: Path, wanted: str) -> None:
+    """Each property test above checks accepted inputs too, not only rejections (and the other way round)."""
+    reaches(config_documents(), lambda document: config_file_outcome(tmp_path, document), wanted)
+    reaches(st.dictionaries(env_names, os_text, max_size=6), lambda env: config_outcome(path=None, env=env), wanted)
+    overrides = st.fixed_dictionaries({}, optional=override_values)
+    reaches(overrides, lambda values: config_outcome(path=None, env={}, overrides=values), wanted)
+    reaches(payloads(SET_KEYS), set_outcome, wanted)
+    reaches(deploy_payloads, deploy_outcome, wanted)

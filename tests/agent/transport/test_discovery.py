@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent.pipeline.results import StageTimings
 from agent.pipeline.stats import StatsWindow
@@ -41,8 +42,7 @@ REQUIRED = {
 
 def render(template: str, payload: bytes) -> str:
     """The template rendered as Home Assistant's MQTT integration does for a message."""
-    sandbox = pytest.importorskip("jinja2.sandbox")
-    env = sandbox.ImmutableSandboxedEnvironment()
+    env = ImmutableSandboxedEnvironment()
     text = payload.decode("utf-8")
     try:
         value_json: Any = json.loads(text)

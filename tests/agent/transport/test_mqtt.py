@@ -165,10 +165,13 @@ class GatedOutbox(Outbox):
 
 
 class BrokenOutbox(Outbox):
-    """An outbox whose disk is full: every add fails."""
+    """An outbox whose disk is full: every write fails."""
 
     def add(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         raise OutboxError(f"outbox {self.path}: cannot add a message: database or disk is full")
+
+    def store(self, messages, remove=(), on_commit=None) -> list[int]:  # type: ignore[no-untyped-def]
+        raise OutboxError(f"outbox {self.path}: cannot store messages: database or disk is full")
 
 
 PUBLISHER_SCRIPT = """
@@ -187,6 +190,7 @@ while wait_connected and not publisher.health().connected and time.monotonic() <
     time.sleep(0.02)
 for i in range(count):
     publisher.publish_sequenced("events", lambda seq: json.dumps({"seq": seq}).encode())
+assert publisher.wait_stored(10)  # publish_sequenced returns before the writer stored the message
 print("ready", publisher.health().connected, flush=True)
 time.sleep(60)  # until killed
 """
@@ -258,7 +262,7 @@ def test_qos1_published_while_broker_is_down_arrives_in_order_after_restart(
     publisher = publishers(settings(broker.port), outbox)
     wait_until("connected", lambda: publisher.health().connected)
     publisher.publish(EVENTS.removeprefix(PREFIX + "/"), b'{"seq":0}', qos=1)
-    wait_until("first message acknowledged", lambda: outbox.count() == 0)
+    wait_until("first message acknowledged", lambda: publisher.health().outbox_pending == 0)
 
     broker.stop()
     wait_until("disconnect noticed", lambda: not publisher.health().connected)
@@ -404,7 +408,9 @@ def test_outbox_failure_is_counted_and_the_message_still_sent_while_connected(
     publisher.publish("events", b"first", qos=1)
     publisher.publish("events", b"second", qos=1)
     assert observer.wait_count(EVENTS, 2) == [b"first", b"second"]
-    assert publisher.health().extra["outbox_errors"] == 2
+    # One failed write per batch the writer tried: both may have gone in one.
+    health = publisher.health()
+    assert health.extra["outbox_errors"] >= 1 and health.extra["outbox_writable"] is False
 
 
 def test_many_messages_from_two_threads_arrive_once_each_and_close_flushes(

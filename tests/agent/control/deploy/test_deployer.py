@@ -124,6 +124,31 @@ def test_start_up_falls_back_when_the_recorded_bundle_no_longer_verifies(
     assert "falling back to [model] path" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("names", {"zero": "circle"}),
+        ("preprocess", None),
+        ("imgsz", [64]),
+        ("files", {"fp32": {"path": "model.fp32.onnx", "sha256": "ab" * 32, "bytes": None}}),
+    ],
+)
+def test_start_up_falls_back_when_the_recorded_bundles_manifest_is_broken(
+    tmp_path: Path, models: dict[str, Path], caplog: pytest.LogCaptureFixture, key: str, value: object
+) -> None:
+    configured = bundle(tmp_path, models, name="configured")
+    deployed = record(tmp_path / "state", bundle(tmp_path, models, name="deployed"))
+    manifest = json.loads((deployed / "manifest.json").read_text())
+    (deployed / "manifest.json").write_text(json.dumps({**manifest, key: value}))
+    with caplog.at_level("INFO", logger="yolo_edge.deploy"):
+        detector, startup = load_startup_model(tmp_path / "state", True, configured, load)
+    assert detector.identity.name == "configured" and startup.path == configured and startup.deployed is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert f"{deployed / 'manifest.json'}: {key}" in warnings[0] and "falling back to [model] path" in warnings[0]
+    assert "\n" not in warnings[0]
+
+
 def test_without_a_record_the_config_model_runs(tmp_path: Path, models: dict[str, Path]) -> None:
     configured = bundle(tmp_path, models, name="configured")
     detector, startup = load_startup_model(tmp_path / "state", True, configured, load)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from agent.pipeline.precision_cache import PrecisionCache
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
 from agent.pipeline.sources import FrameSource, open_source
+from agent.scene.scene import Scene, scene_settings
 from agent.system.notify import SystemdNotifier
 from agent.transport import topics
 from agent.transport.discovery import (
@@ -198,7 +200,8 @@ def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Det
         return
     labels = classes_of_interest(detector.names, ha.classes, config.model.classes)
     prefix, name = publisher.settings.topic_prefix, detector.identity.name
-    device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url())
+    zones = tuple((zone.name, zone.labels or labels) for zone in config.zones) if config.tracking.enabled else ()
+    device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url(), zones)
     announcer = DiscoveryAnnouncer(
         lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, dumps(discovery_payload(device))
     )
@@ -287,6 +290,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             inbox=inbox,
             runtime=_runtime_settings(config),
             deployer=deployer,
+            scene_factory=_scene_factory(config, detector),
         )
         try:
             counters = loop.run()
@@ -294,6 +298,15 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             notifier.stopping()
     log.info("stopped after %d frames (%d stale, %d dropped)", counters.processed, counters.stale, counters.dropped)
     return 0
+
+
+def _scene_factory(config: AgentConfig, detector: Detector) -> Callable[[Mapping[int, str]], Scene] | None:
+    """Motion gating, tracking and zones as configured; zone labels are checked against the model now (a
+    model deployed later with other labels keeps the zones, whose unknown labels then count nothing)."""
+    settings = scene_settings(config, detector.names)
+    if settings is None:
+        return None
+    return lambda names: Scene(settings, names)
 
 
 def _open_configured_source(config: AgentConfig) -> FrameSource:
@@ -307,6 +320,7 @@ def command_check(config: AgentConfig) -> int:
         src.probe(CHECK_TIMEOUT_S)
         print(f"source: ok ({src.name}, first frame received)")
     detector, report, startup = _startup_detector(config)
+    scene_settings(config, detector.names)  # the zones' labels against the model's
     identity = detector.identity
     timing = ", ".join(f"{p} {t:.1f} ms" for p, t in report.timings_ms.items())
     print(f"model: ok ({identity.name} {identity.precision}, sha256 verified{'; ' + timing if timing else ''})")
@@ -341,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         from agent.pipeline.bench import command_bench
 
         return command_bench(config, args.frames, args.source)
+    except ConfigError as error:
+        print(f"yolo-edge-agent: config error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except (SourceError, BundleError, ModelLoadError, OutboxError) as error:
         print(f"yolo-edge-agent: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -10,11 +10,13 @@ watches for a few frames before the old one is let go.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -27,13 +29,22 @@ from agent.pipeline.detections import Detections
 from agent.pipeline.detector import Detector
 from agent.pipeline.frames import Frame
 from agent.pipeline.results import FrameResult, StageTimings
+from agent.pipeline.sequenced import Numbered, SequencedQueue
 from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpeg
 from agent.pipeline.stats import FrameCounters, StatsWindow
+from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent, PresenceTracker
+from agent.scene.scene import Gate, Scene
 from agent.system.board import BoardHealth
 from agent.transport import topics
-from agent.transport.outbox import OutboxError
-from agent.transport.payloads import detections_payload, dumps, event_payload, presence_payload
+from agent.transport.payloads import (
+    detections_payload,
+    dumps,
+    event_payload,
+    object_payload,
+    presence_payload,
+    zones_payload,
+)
 from agent.transport.publisher import Publisher
 
 log = logging.getLogger("yolo_edge.agent")
@@ -99,6 +110,7 @@ class AgentLoop:
         inbox: CommandInbox | None = None,
         runtime: RuntimeSettings | None = None,
         deployer: Deployer | None = None,
+        scene_factory: Callable[[Mapping[int, str]], Scene] | None = None,
     ) -> None:
         self.source = source
         self.detector = detector
@@ -112,6 +124,8 @@ class AgentLoop:
         self.inbox = inbox
         self.runtime = runtime
         self.deployer = deployer
+        self.scene_factory = scene_factory
+        self.scene = scene_factory(detector.names) if scene_factory is not None else None
         self._probation: _Probation | None = None
         self.tracker = PresenceTracker(detector.names, settings.end_after)
         self.counters = FrameCounters()
@@ -119,20 +133,20 @@ class AgentLoop:
         self.started_mono = time.monotonic()
         self.last_frame_id = 0
         self._last_seen_id = 0
-        self._unsent: list[PresenceEvent] = []
-        self._outbox_failing = False
+        self.sequenced = SequencedQueue(publisher, MAX_UNSENT_EVENTS)
         self.last_stats: dict[str, object] = {}
         self.board = BoardHealth(refresh_s=settings.stats_interval)
         self._next_frame_mono = 0.0  # max_fps: no frame is read before this time
         # The last processed frame and its detections, for a snapshot asked for while no frame comes:
         # one reference, never a copy or a history.
-        self._last_frame: tuple[np.ndarray, Detections] | None = None
+        self._last_frame: tuple[np.ndarray, Detections, tuple[str | None, ...]] | None = None
         self._snapshot_wanted = False
 
     def run(self) -> FrameCounters:
         next_stats = time.monotonic() + self.settings.stats_interval
         self._publish_settings()
         self._publish_presence()  # nothing is present yet, whatever a previous run left retained
+        self._publish_zones()
         try:
             while not self.stop.is_set():
                 if self.on_tick is not None:
@@ -158,6 +172,9 @@ class AgentLoop:
                     self.publish_stats()
                     next_stats = time.monotonic() + self.settings.stats_interval
         finally:
+            if self.scene is not None:
+                self._publish_objects(self.scene.close(time.time(), self.last_frame_id))
+                self._publish_zones()
             self._publish_events(self.tracker.close(time.time(), self.last_frame_id))
             self.publish_stats(final=True)
         return self.counters
@@ -175,66 +192,80 @@ class AgentLoop:
             return
         if self.runtime is not None and self.runtime.max_fps:
             self._next_frame_mono = picked_up + 1.0 / self.runtime.max_fps
+        gate = self.scene.gate(frame.image, picked_up) if self.scene is not None else Gate(True, False, 0.0)
+        if not gate.detect:
+            # Nothing moved: no detector, and no evidence that anything left (tracks and presences wait).
+            self.counters.processed += 1
+            self.window.add_skipped(gate.motion_ms)
+            return
         detections, pre_ms, inf_ms, post_ms = self._detect(frame.image)
         if self.deployer is not None:
             self.deployer.offer_frame(frame.image)
         self.last_frame_id = frame.frame_id
-        timings = StageTimings(capture=age * 1e3, preprocess=pre_ms, inference=inf_ms, postprocess=post_ms)
-        result = FrameResult(frame.frame_id, frame.captured_at, (frame.height, frame.width), detections, timings)
+        hw = (frame.height, frame.width)
+        step = (
+            self.scene.after_detect(detections, frame.captured_at, frame.frame_id, hw, gate.still)
+            if self.scene is not None
+            else None
+        )
+        timings = StageTimings(
+            capture=age * 1e3,
+            preprocess=pre_ms,
+            inference=inf_ms,
+            postprocess=post_ms,
+            motion=gate.motion_ms,
+            tracking=step.tracking_ms if step is not None else 0.0,
+        )
+        track_ids, zones = (step.track_ids, step.zones) if step is not None else ((), ())
+        result = FrameResult(frame.frame_id, frame.captured_at, hw, detections, timings, track_ids, zones)
         publish_start = time.perf_counter()
         publishing = self.runtime is None or self.runtime.publish_detections
         if publishing and (len(detections) or self.settings.publish_empty):
             payload = detections_payload(result, self.detector.names, self.detector.identity.as_dict())
             self.publisher.publish(topics.DETECTIONS, payload, qos=self.settings.detections_qos)
-        events = self.tracker.update(detections, frame.captured_at, frame.frame_id)
+        # With tracking, a label is present while it has a confirmed track: one missed detection ends nothing.
+        present = step.present if step is not None else detections
+        events = self.tracker.update(present, frame.captured_at, frame.frame_id)
+        if step is not None:
+            self._publish_objects(step.objects)
+            if step.zone_counts is not None:
+                self._publish_zones()
         self._publish_events(events)
         if self.settings.snapshot is not None:
-            self._last_frame = (frame.image, detections)
+            self._last_frame = (frame.image, detections, track_ids)
             # One snapshot per frame however many labels started in it; it is retained, so the newest wins.
             if self._snapshot_wanted or any(event.type == "start" for event in events):
-                self._publish_snapshot(frame.image, detections)
+                self._publish_snapshot(frame.image, detections, track_ids)
         publish_ms = (time.perf_counter() - publish_start) * 1e3
-        final = StageTimings(timings.capture, pre_ms, inf_ms, post_ms, publish_ms)
+        final = dataclasses.replace(timings, publish=publish_ms)
         self.window.add(final)
         self.counters.processed += 1
         if self.on_frame is not None:
             self.on_frame(FrameResult(result.frame_id, result.captured_at, result.source_hw, detections, final))
 
     def _publish_events(self, events: list[PresenceEvent]) -> None:
-        """Hand events to the publisher in order; keep them in memory while its outbox cannot store them.
-
-        A full or read-only disk must not stop detection nor lose an event
-        silently: the backlog is retried on the next frame, bounded, and counted.
-        """
+        """Presence events in order through the outbox (held in memory while it cannot store them)."""
         if events:
             self._publish_presence(events[-1].ts)
-        self._unsent.extend(events)
-        while self._unsent:
-            event = self._unsent[0]
-            try:
-                self.publisher.publish_sequenced(topics.EVENTS, lambda seq, e=event: event_payload(e, seq), qos=1)
-            except OutboxError as error:
-                if not self._outbox_failing:
-                    log.warning("events held in memory: %s", error)
-                    self._outbox_failing = True
-                overflow = len(self._unsent) - MAX_UNSENT_EVENTS
-                if overflow > 0:
-                    del self._unsent[:overflow]
-                    self.counters.events_lost += overflow
-                return
-            self._unsent.pop(0)
-            if self._outbox_failing:
-                log.info("outbox writable again; held events sent")
-                self._outbox_failing = False
+        self.sequenced.send([Numbered(topics.EVENTS, partial(event_payload, event)) for event in events])
+
+    def _publish_objects(self, objects: list[ObjectEvent]) -> None:
+        self.sequenced.send([Numbered(topics.OBJECTS, partial(object_payload, event)) for event in objects])
+
+    def _publish_zones(self) -> None:
+        """Retained `zones`: every configured zone's counts, zeros included."""
+        if self.scene is not None and self.scene.zones.zones:
+            self.publisher.publish(topics.ZONES, zones_payload(self.scene.zones.counts, time.time()), retain=True)
 
     def _publish_presence(self, ts: float | None = None) -> None:
         """Retained `presence`: what is present now, for dashboards that join late (Home Assistant's sensors)."""
         payload = presence_payload(self.tracker.counts, time.time() if ts is None else ts)
         self.publisher.publish(topics.PRESENCE, payload, qos=0, retain=True)
 
-    def _publish_snapshot(self, image: np.ndarray, detections: Detections) -> None:
+    def _publish_snapshot(self, image: np.ndarray, detections: Detections, track_ids: tuple[str | None, ...]) -> None:
         assert self.settings.snapshot is not None
-        jpeg = snapshot_jpeg(image, detections, self.detector.names, self.settings.snapshot)
+        outlines = [(z.name, z.polygon) for z in self.scene.zones.zones] if self.scene is not None else []
+        jpeg = snapshot_jpeg(image, detections, self.detector.names, self.settings.snapshot, track_ids, outlines)
         self.publisher.publish(topics.SNAPSHOT, jpeg, qos=0, retain=True)
         self._snapshot_wanted = False
 
@@ -322,6 +353,10 @@ class AgentLoop:
     def _use(self, detector: Detector) -> None:
         """Make `detector` the one in use; presences of labels it may not know are ended first."""
         if detector.names != self.detector.names:
+            if self.scene is not None and self.scene_factory is not None:
+                self._publish_objects(self.scene.close(time.time(), self.last_frame_id))
+                self.scene = self.scene_factory(detector.names)
+                self._publish_zones()
             self._publish_events(self.tracker.close(time.time(), self.last_frame_id))
             self.tracker = PresenceTracker(detector.names, self.settings.end_after)
             self._last_frame = None  # its detections carry the other model's class ids
@@ -340,8 +375,10 @@ class AgentLoop:
                 "processed": self.counters.processed,
                 "dropped": self.counters.dropped,
                 "stale": self.counters.stale,
+                **self._scene_frames(),
             },
-            "events": {"held": len(self._unsent), "lost": self.counters.events_lost},
+            **({"tracks": self.scene.tracks} if self.scene is not None and self.scene.tracking else {}),
+            "events": {"held": self.sequenced.held, "lost": self.sequenced.lost},
             **self.board.snapshot(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "model": self.detector.identity.as_dict(),
@@ -358,6 +395,11 @@ class AgentLoop:
         self.publisher.publish(topics.STATS, dumps(stats), qos=0, retain=True)
         if self.on_stats is not None:
             self.on_stats(stats)
+
+    def _scene_frames(self) -> dict[str, int]:
+        if self.scene is None:
+            return {}
+        return {"detected": self.scene.gate_counts.detected, "motion_skipped": self.scene.gate_counts.skipped}
 
 
 def _source_summary(health: object) -> dict[str, object]:

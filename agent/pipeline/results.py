@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from agent.pipeline.detections import Detections
 
-STAGES: tuple[str, ...] = ("capture", "preprocess", "inference", "postprocess", "publish", "total")
+STAGES: tuple[str, ...] = (
+    "capture",
+    "motion",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "tracking",
+    "publish",
+    "total",
+)
 
 
 @dataclass(frozen=True)
@@ -14,7 +23,8 @@ class StageTimings:
     """Milliseconds per stage of one frame.
 
     capture: how old the frame was when the loop picked it up (time it sat
-    between the camera and the model). total: capture time to published.
+    between the camera and the model). motion: the motion gate's decision. tracking: tracker,
+    zones and per-object events. total: capture time to published.
     """
 
     capture: float
@@ -22,10 +32,13 @@ class StageTimings:
     inference: float
     postprocess: float
     publish: float = 0.0
+    motion: float = 0.0
+    tracking: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.capture + self.preprocess + self.inference + self.postprocess + self.publish
+        stages = (self.capture, self.motion, self.preprocess, self.inference, self.postprocess, self.tracking)
+        return sum(stages) + self.publish
 
     def as_dict(self) -> dict[str, float]:
         return {stage: round(getattr(self, stage), 3) for stage in STAGES}

@@ -20,7 +20,6 @@ class FrameCounters:
     processed: int = 0
     dropped: int = 0
     stale: int = 0
-    events_lost: int = 0
 
 
 @dataclass
@@ -39,6 +38,12 @@ class StatsWindow:
             return
         for stage in STAGES:
             self._samples[stage].append(getattr(timings, stage))
+
+    def add_skipped(self, motion_ms: float) -> None:
+        """A frame the motion gate kept from the detector: it counts in fps, and its motion stage is timed."""
+        self._frames += 1
+        if len(self._samples["motion"]) < MAX_SAMPLES:
+            self._samples["motion"].append(motion_ms)
 
     def summary(self, now_mono: float | None = None, final: bool = False) -> dict[str, object]:
         """fps over the window and p50 / p95 / max per stage (ms); resets the window.

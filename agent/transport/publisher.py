@@ -56,7 +56,7 @@ class StdoutPublisher:
         self.topic_prefix = topic_prefix
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
-        self._seq = 0
+        self._seqs: dict[str, int] = {}
         self._write(topics.STATUS, topics.ONLINE, 1, True)
 
     def _write(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
@@ -79,10 +79,9 @@ class StdoutPublisher:
         self._write(topic, payload, qos, retain)
 
     def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
-        # A dry run has no outbox: numbers start at 1 each run.
+        # A dry run has no outbox: numbers start at 1 each run, one counter per topic as over MQTT.
         with self._lock:
-            self._seq += 1
-            seq = self._seq
+            seq = self._seqs[topic] = self._seqs.get(topic, 0) + 1
         self._write(topic, build(seq), qos, retain)
         return seq
 

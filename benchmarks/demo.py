@@ -26,6 +26,11 @@ from benchmarks.fixture.video import write_shapes_video
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "tests" / "assets" / "shapes_yolo11n.pt"
 BIN = Path(sys.executable).parent
+DEMO_CONFIG = """\
+[zones.right_half]
+polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+inertia = 2
+"""
 
 
 def start_local_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
@@ -42,10 +47,21 @@ def short(topic: str, payload: bytes) -> str:
     except ValueError:
         return f"{topic:<32} {text}"
     if topic.endswith("/detections"):
-        found = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in body["detections"])
+        found = ", ".join(
+            f"{d['label']} {d['confidence']:.2f}" + (f" #{d['track_id'][-6:]}" if d.get("track_id") else "")
+            for d in body["detections"]
+        )
         return f"{topic:<32} frame {body['frame']:>4}: {found}  ({body['latency_ms']['total']:.1f} ms)"
     if topic.endswith("/stats"):
-        return f"{topic:<32} fps {body['fps']}, processed {body['frames']['processed']}, rss {body['rss_mb']} MB"
+        frames = body["frames"]
+        gated = ""
+        if "detected" in frames:
+            gated = f", detector on {frames['detected']} (motion skipped {frames['motion_skipped']})"
+        return f"{topic:<32} fps {body['fps']}, processed {frames['processed']}{gated}, rss {body['rss_mb']} MB"
+    if topic.endswith("/objects"):
+        zones = f" in {','.join(body['zones'])}" if body["zones"] else ""
+        entered = f" (entered {','.join(body['entered_zones'])})" if body["entered_zones"] else ""
+        return f"{topic:<32} {body['type']:<6} {body['label']} #{body['id'][-6:]} {body['score']:.2f}{zones}{entered}"
     return f"{topic:<32} {text}"
 
 
@@ -102,12 +118,17 @@ def main() -> int:
     if not ready.wait(10):
         print(f"cannot subscribe at {host}:{port}", file=sys.stderr)
         return 1
+    # One zone, the right half of the frame: `objects` say who entered it, `zones` counts it.
+    config = args.out / "agent.toml"
+    config.write_text(DEMO_CONFIG)
     try:
         print("== 4/4 agent on the sample video; messages as the subscriber receives them")
         subprocess.run(
             [
                 BIN / "yolo-edge-agent",
                 "run",
+                "--config",
+                config,
                 "--source",
                 video,
                 "--model",

@@ -17,7 +17,12 @@ Contenders (every table says which row is which):
   agent-fp32  `yolo-edge-agent run --dry-run --precision fp32` in its own process
   ultralytics `YOLO(model.onnx, task="detect")(frame)` per frame in its own process
   agent-auto  `yolo-edge-agent run --dry-run` at the default precision `auto` on --bundle (INT8
-              where it measured faster); skipped without --bundle
+              where it measured faster); skipped without --bundle. Started twice per round on one
+              state directory: the first start times the precisions, the second (start-up only)
+              answers from the precision cache the first wrote
+
+Every child process gets a new, empty agent state directory (YOLO_EDGE_AGENT_STATE_DIR), never the
+user's, so no start finds a precision cache it did not write itself in this run.
 
 Peak RSS of a child is VmHWM from /proc/<pid>/status, polled while it runs (see ChildRun for why
 not getrusage). Ultralytics, the agent CLI and the soak run each get their own process, so a
@@ -26,7 +31,9 @@ contender's.
 
 --stages runs only the agent's per-stage latency (the agent-inproc row's StageTimings) for each
 precision and each --stage-threads count, configurations alternating within rounds as above, and
-writes agent_stages_<size>.md / .png. INT8 needs a bundle: --bundle, or else the fixture weights
+writes agent_stages_<size>.md / .png. After each configuration's file run comes a short run on the
+MJPEG test camera (--live-fps, its own process) for frame age, which a file source has none of: its
+frames are stamped when the loop takes them. INT8 needs a bundle: --bundle, or else the fixture weights
 (or --weights) converted at --imgsz by the real `yolo-edge-convert` (kept in --workdir).
 
 Nothing is downloaded: without --weights the model is built from yolo11n.yaml (untrained, which
@@ -59,8 +66,9 @@ from agent.pipeline.detector import load_detector
 from agent.pipeline.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.pipeline.letterbox import Letterbox
 from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.pipeline.precision_cache import CACHE_NAME
 from agent.pipeline.results import STAGES, FrameResult
-from agent.pipeline.sources import open_source
+from agent.pipeline.sources import SourceHealth, open_source
 from agent.system.board import cpu_model, rss_mb
 from agent.transport.publisher import PublisherHealth
 from benchmarks.arguments import int_list
@@ -74,6 +82,8 @@ AGENT_CLI = BIN / "yolo-edge-agent"
 
 # Frames run before timing starts: the first runs allocate arenas and warm caches.
 WARMUP_FRAMES = 5
+# Timed frames of agent-auto's cached start, which is there for its start-up only.
+CACHED_START_FRAMES = 2
 # The stages a frame spends in the agent after the loop picked it up.
 STAGE_NAMES = tuple(s for s in STAGES if s not in ("capture", "total"))
 # Inference cost of a CNN does not depend on pixel values, so the bare loop cycles this many distinct
@@ -115,6 +125,11 @@ class RunResult:
     stage_ms: dict[str, float] = field(default_factory=dict)
     between_ms: float | None = None
     note: str = ""
+    # agent-auto only: the same command started again on the same state directory (see run_agent_auto).
+    cached_startup_s: float | None = None
+    cached_timed_again: bool = False
+    # In-process runs: the source's counters at the end (frames_dropped: replaced in the newest-frame slot).
+    source: SourceHealth | None = None
 
 
 def median(values: Sequence[float]) -> float:
@@ -187,7 +202,26 @@ def _read_hwm_kb(pid: int) -> int | None:
     return None  # gone, or a zombie whose memory is already released
 
 
-def child_env(threads: int) -> dict[str, str]:
+class ChildStateDirs:
+    """A new, empty agent state directory for every child process, all under one root the driver removes.
+
+    Children must not share the user's state directory (~/.local/state/yolo-edge): its precision cache
+    lets `--precision auto` skip timing from the second start on, so every round after the first would
+    time a cached start. A cached start is asked for on purpose, by passing a directory again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._count = 0
+
+    def fresh(self, label: str) -> Path:
+        self._count += 1
+        path = self.root / f"{self._count:03d}-{label}"
+        path.mkdir(parents=True)  # never an existing directory: it could hold a cache
+        return path
+
+
+def child_env(threads: int, state_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         **AGENT_ENV,
@@ -196,15 +230,24 @@ def child_env(threads: int) -> dict[str, str]:
         # torch (Ultralytics' pre/postprocessing) uses OpenMP; keep it to the same thread count.
         "OMP_NUM_THREADS": str(threads),
         "PYTHONPATH": str(ROOT),
+        "YOLO_EDGE_AGENT_STATE_DIR": str(state_dir),
     }
 
 
-def run_child(cmd: Sequence[str], threads: int, on_line: Callable[[str], None] | None = None) -> ChildRun:
-    """Run cmd to completion, collecting stdout lines live (for start-up times) and polling VmHWM."""
+def run_child(
+    cmd: Sequence[str], threads: int, state_dir: Path, on_line: Callable[[str], None] | None = None
+) -> ChildRun:
+    """Run cmd to completion with state_dir as its agent state directory, collecting stdout lines live (for
+    start-up times) and polling VmHWM."""
     with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=err, text=True, env=child_env(threads), cwd=ROOT
+            [str(c) for c in cmd],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=child_env(threads, state_dir),
+            cwd=ROOT,
         )
         lines: list[tuple[float, str]] = []
         peak_kb = 0
@@ -258,7 +301,7 @@ class Models:
     described: str
 
 
-def prepare_models(args: argparse.Namespace, workdir: Path) -> Models:
+def prepare_models(args: argparse.Namespace, workdir: Path, state_dirs: ChildStateDirs) -> Models:
     if args.bundle is not None:
         # One FP32 model throughout: with a bundle, it is the bundle's own, so agent-auto's FP32
         # alternative and the Ultralytics row are the same file.
@@ -273,7 +316,9 @@ def prepare_models(args: argparse.Namespace, workdir: Path) -> Models:
     source = args.weights or "yolo11n.yaml (untrained)"
     if not target.exists():
         progress(f"exporting {source} to ONNX at {args.imgsz} (Ultralytics, in a child process)")
-        run = run_child(worker_cmd("export", args.weights or "-", args.imgsz, workdir, target), 1)
+        run = run_child(
+            worker_cmd("export", args.weights or "-", args.imgsz, workdir, target), 1, state_dirs.fresh("export")
+        )
         json.loads(run.lines[-1][1])  # the worker's last line confirms the file
     hw = InferenceModel(target, 1).info.input_hw
     return Models(target, None, hw, f"{source} exported to FP32 ONNX at {hw[0]}x{hw[1]}")
@@ -387,9 +432,12 @@ def run_bare(model_path: Path, tensors: list[np.ndarray], frames: int, threads: 
     return RunResult(fps=frames / (time.perf_counter() - started))
 
 
-def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int, precision: str = "fp32") -> RunResult:
+def run_agent_inprocess(
+    model_path: Path, video: Path | str, frames: int, threads: int, precision: str = "fp32"
+) -> RunResult:
     """AgentLoop as the CLI builds it, minus process start-up; fps between the end of the warm-up
-    frames and the end of the last frame, from the loop's own on_frame callback."""
+    frames and the end of the last frame, from the loop's own on_frame callback. video: a file, or
+    any source uri (the live test camera's URL)."""
     detector, _ = load_detector(model_path, precision, threads)
     settings = LoopSettings(stats_interval=3600.0, publish_empty=True, max_frames=frames + WARMUP_FRAMES)
     finished: list[float] = []
@@ -404,6 +452,7 @@ def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int
 
     with open_source(str(video)) as source:
         AgentLoop(source, detector, DiscardPublisher(), settings, on_frame=on_frame).run()
+        health = source.health()
     timed = len(finished) - WARMUP_FRAMES
     if timed < 2:
         raise RuntimeError(f"in-process agent processed only {len(finished)} frames")
@@ -415,7 +464,8 @@ def run_agent_inprocess(model_path: Path, video: Path, frames: int, threads: int
     between = float(np.mean(intervals - measured.sum(axis=1)))
     stage_ms = {"preprocess": pre, "inference": inf, "postprocess": post, "publish": pub}
     stage_ms["frame age"] = float(np.median(ages[WARMUP_FRAMES:]))
-    return RunResult(fps=fps, stage_ms=stage_ms, between_ms=between)
+    stage_ms["frame age p90"] = float(np.percentile(ages[WARMUP_FRAMES:], 90))
+    return RunResult(fps=fps, stage_ms=stage_ms, between_ms=between, source=health)
 
 
 def _detections(run: ChildRun) -> list[tuple[float, dict]]:
@@ -430,7 +480,7 @@ def _detections(run: ChildRun) -> list[tuple[float, dict]]:
     return out
 
 
-def run_agent_cli(model: Path, precision: str, video: Path, frames: int, threads: int) -> RunResult:
+def run_agent_cli(model: Path, precision: str, video: Path, frames: int, threads: int, state_dir: Path) -> RunResult:
     """The CLI in its own process, stdout parsed.
 
     fps: (frame ids) / (capture ts) between the first frame after warm-up and the last frame. A file
@@ -453,7 +503,7 @@ def run_agent_cli(model: Path, precision: str, video: Path, frames: int, threads
         "--threads",
         threads,
     ]
-    run = run_child(cmd, threads)
+    run = run_child(cmd, threads, state_dir)
     messages = _detections(run)
     timed = [(p["frame"], p["ts"]) for _, p in messages if p["frame"] > WARMUP_FRAMES]
     if len(timed) < 2:
@@ -468,8 +518,25 @@ def run_agent_cli(model: Path, precision: str, video: Path, frames: int, threads
     )
 
 
-def run_ultralytics(model: Path, video: Path, frames: int, threads: int, input_hw: tuple[int, int]) -> RunResult:
-    run = run_child(worker_cmd("ultralytics", model, video, frames, threads, input_hw[0]), threads)
+def run_agent_auto(bundle: Path, video: Path, frames: int, threads: int, state_dirs: ChildStateDirs) -> RunResult:
+    """`--precision auto` started twice on one state directory of its own: the first start (an empty
+    directory: it times INT8 and FP32, then writes its choice to the precision cache) gives fps, RSS and
+    the first start-up; the second, right after and only CACHED_START_FRAMES frames long, the cached
+    start-up. The cached start must not time again: if the cache file was rewritten, it did."""
+    state_dir = state_dirs.fresh("agent-auto")
+    first = run_agent_cli(bundle, "auto", video, frames, threads, state_dir)
+    cache = state_dir / CACHE_NAME
+    written = cache.stat().st_mtime_ns if cache.exists() else None
+    cached = run_agent_cli(bundle, "auto", video, CACHED_START_FRAMES, threads, state_dir)
+    first.cached_startup_s = cached.startup_s
+    first.cached_timed_again = written is None or cache.stat().st_mtime_ns != written
+    return first
+
+
+def run_ultralytics(
+    model: Path, video: Path, frames: int, threads: int, input_hw: tuple[int, int], state_dir: Path
+) -> RunResult:
+    run = run_child(worker_cmd("ultralytics", model, video, frames, threads, input_hw[0]), threads, state_dir)
     events = [(t, json.loads(line)) for t, line in run.lines if line.startswith("{")]
     first = next(t for t, e in events if e["event"] == "first")
     done = next(e for _, e in events if e["event"] == "done")
@@ -554,9 +621,23 @@ def worker_soak(model: Path, precision: str, video: Path, frames: int, threads: 
     print(json.dumps({"event": "done", "precision": detector.identity.precision}), flush=True)
 
 
+def worker_mjpeg(jpegs: Path, fps: float) -> None:
+    """The tests' MJPEG test camera serving jpegs/*.jpg over and over, until stdin closes."""
+    from tests.agent.agent_process import MjpegServer
+
+    server = MjpegServer([p.read_bytes() for p in sorted(jpegs.glob("*.jpg"))], fps).start()
+    print(json.dumps({"url": server.url}), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        server.stop()
+
+
 def worker_main(argv: list[str]) -> int:
     kind, *rest = argv
-    if kind == "export":
+    if kind == "mjpeg":
+        worker_mjpeg(Path(rest[0]), float(rest[1]))
+    elif kind == "export":
         worker_export(rest[0], int(rest[1]), Path(rest[2]), Path(rest[3]))
     elif kind == "ultralytics":
         worker_ultralytics(Path(rest[0]), Path(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
@@ -580,17 +661,23 @@ CONTENDER_LABELS = {
 }
 
 
-def run_rounds(args: argparse.Namespace, models: Models, video: Path) -> dict[str, list[RunResult]]:
+def run_rounds(
+    args: argparse.Namespace, models: Models, video: Path, state_dirs: ChildStateDirs
+) -> dict[str, list[RunResult]]:
     threads = args.threads
+    fresh = state_dirs.fresh
     tensors = preprocessed_tensors(video, models.input_hw, min(BARE_DISTINCT_TENSORS, args.frames + WARMUP_FRAMES))
     contenders: dict[str, Callable[[], RunResult]] = {
         "bare": lambda: run_bare(models.fp32, tensors, args.frames, threads),
         "agent-inproc": lambda: run_agent_inprocess(models.fp32, video, args.frames, threads),
-        "agent-fp32": lambda: run_agent_cli(models.fp32, "fp32", video, args.frames, threads),
-        "ultralytics": lambda: run_ultralytics(models.fp32, video, args.frames, threads, models.input_hw),
+        "agent-fp32": lambda: run_agent_cli(models.fp32, "fp32", video, args.frames, threads, fresh("agent-fp32")),
+        "ultralytics": lambda: run_ultralytics(
+            models.fp32, video, args.frames, threads, models.input_hw, fresh("ultralytics")
+        ),
     }
-    if models.bundle is not None:
-        contenders["agent-auto"] = lambda: run_agent_cli(models.bundle, "auto", video, args.frames, threads)
+    bundle = models.bundle
+    if bundle is not None:
+        contenders["agent-auto"] = lambda: run_agent_auto(bundle, video, args.frames, threads, state_dirs)
     names = list(contenders)
     results: dict[str, list[RunResult]] = {name: [] for name in names}
     for round_index in range(args.rounds):
@@ -602,6 +689,8 @@ def run_rounds(args: argparse.Namespace, models: Models, video: Path) -> dict[st
             results[name].append(result)
             rss = f", peak RSS {result.peak_rss_mb:.0f} MB" if result.peak_rss_mb else ""
             start = f", first result after {result.startup_s:.2f} s" if result.startup_s else ""
+            if result.cached_startup_s is not None:
+                start += f" (cached start {result.cached_startup_s:.2f} s)"
             progress(f"    {result.fps:.2f} fps{rss}{start} {result.note}".rstrip())
     return results
 
@@ -614,7 +703,7 @@ class SoakResult:
     precision: str
 
 
-def run_soak(args: argparse.Namespace, models: Models, video: Path) -> SoakResult:
+def run_soak(args: argparse.Namespace, models: Models, video: Path, state_dirs: ChildStateDirs) -> SoakResult:
     model, precision = (models.bundle, "auto") if models.bundle is not None else (models.fp32, "fp32")
 
     def on_line(line: str) -> None:
@@ -623,7 +712,8 @@ def run_soak(args: argparse.Namespace, models: Models, video: Path) -> SoakResul
             progress(f"soak: frame {event['frame']}, RSS {event['rss_mb']:.1f} MB, {event['fps']:.1f} fps")
 
     progress(f"soak: {args.soak} frames, {precision}, looping video, RSS every {SOAK_SAMPLE_EVERY} frames")
-    run = run_child(worker_cmd("soak", model, precision, video, args.soak, args.threads), args.threads, on_line)
+    command = worker_cmd("soak", model, precision, video, args.soak, args.threads)
+    run = run_child(command, args.threads, state_dirs.fresh("soak"), on_line)
     events = [json.loads(line) for _, line in run.lines]
     samples = [e for e in events if e["event"] == "sample"]
     done = events[-1]
@@ -805,11 +895,14 @@ def tables(
 
     # 3. Start-up
     rows = []
-    for name in ("agent-fp32", "agent-auto", "ultralytics"):
-        if name not in results:
-            continue
-        values = [r.startup_s or 0.0 for r in results[name]]
-        rows.append((name, CONTENDER_LABELS[name], f"{median(values):.2f}", fmt_rounds(values, 2)))
+    startups = startup_rows(results)
+    for name, values in startups.items():
+        label = STARTUP_LABELS.get(name, CONTENDER_LABELS.get(name, name))
+        if name == "agent-auto, cached start":
+            timed_again = sum(r.cached_timed_again for r in results["agent-auto"])
+            if timed_again:
+                label += f" (timed again in {timed_again} of {len(values)} rounds: NOT a cached start)"
+        rows.append((name, label, f"{median(values):.2f}", fmt_rounds(values, 2)))
     out.append(
         Table(
             "3. Start-up: launch of the process to its first result (s)",
@@ -818,13 +911,15 @@ def tables(
             (
                 "agent: Popen to the first detections line on its stdout (publish_empty=true, so frame 1 always "
                 "prints one). Ultralytics: Popen to its first model(frame) returning; reference only.",
-                "agent-auto times INT8 and FP32 at start-up before choosing, so it starts later.",
+                "Every process starts on an empty state directory of its own, so no start finds an earlier "
+                "run's precision cache; agent-auto's first start times INT8 and FP32 before choosing and writes "
+                "its choice there, its cached start is the same command again on that directory.",
             ),
         )
     )
-    for name in ("agent-fp32", "agent-auto"):
-        if name in results:
-            startup = median([r.startup_s or 0.0 for r in results[name]])
+    for name, values in startups.items():
+        if name.startswith("agent-"):
+            startup = median(values)
             verdicts.append(
                 check(
                     f"start-up, {name} (launch to first detections line)",
@@ -878,6 +973,27 @@ def tables(
     return out, verdicts
 
 
+STARTUP_LABELS = {
+    "agent-auto, first start": "agent CLI --dry-run --precision auto (bundle), empty state directory",
+    "agent-auto, cached start": "the same again on the state directory its first start wrote",
+}
+
+
+def startup_rows(results: dict[str, list[RunResult]]) -> dict[str, list[float]]:
+    """Start-up seconds per round of every row that has them; agent-auto as its first and its cached start."""
+    rows: dict[str, list[float]] = {}
+    for name in ("agent-fp32", "agent-auto", "ultralytics"):
+        if name not in results:
+            continue
+        values = [r.startup_s or 0.0 for r in results[name]]
+        if name == "agent-auto":
+            rows["agent-auto, first start"] = values
+            rows["agent-auto, cached start"] = [r.cached_startup_s or 0.0 for r in results[name]]
+        else:
+            rows[name] = values
+    return rows
+
+
 def verdict_table(verdicts: list[Verdict]) -> Table:
     return Table(
         "Targets (ratios measured side by side in this run)",
@@ -909,13 +1025,18 @@ def plot(path: Path, results: dict[str, list[RunResult]], models: Models, thread
     names = list(results)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     panels = [
-        (axes[0], names, lambda r: r.fps, "frames per second (higher is better)"),
-        (axes[1], [n for n in names if results[n][0].peak_rss_mb], lambda r: r.peak_rss_mb, "peak RSS MB (lower)"),
-        (axes[2], [n for n in names if results[n][0].startup_s], lambda r: r.startup_s, "start-up s (lower)"),
+        (axes[0], {n: [r.fps for r in results[n]] for n in names}, "frames per second (higher is better)"),
+        (
+            axes[1],
+            {n: [r.peak_rss_mb or 0.0 for r in results[n]] for n in names if results[n][0].peak_rss_mb},
+            "peak RSS MB (lower)",
+        ),
+        (axes[2], startup_rows(results), "start-up s (lower)"),
     ]
-    for ax, shown, value, title in panels:
+    for ax, series, title in panels:
+        shown = list(series)
         for x, name in enumerate(shown):
-            values = [value(r) for r in results[name]]
+            values = series[name]
             ax.bar(x, median(values), color="tab:orange" if name == "ultralytics" else "tab:blue", alpha=0.7)
             ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
         ax.set_xticks(range(len(shown)), shown, rotation=25, ha="right")
@@ -949,6 +1070,53 @@ def write_markdown(path: Path, all_tables: list[Table], argv: list[str]) -> None
 STAGE_CALIB_IMAGES = 64
 STAGE_VAL_IMAGES = 16
 STAGE_LOAD_S = 1.5  # loading and verifying a bundle per configuration and round, for the budget
+# Frame age on a live source: frames per configuration and round from the MJPEG test camera, and how many
+# distinct JPEGs of the video it cycles through.
+LIVE_FRAMES = 60
+LIVE_JPEGS = 30
+LIVE_CONNECT_S = 1.0  # opening the stream, per configuration and round, for the budget
+
+
+class LiveCamera:
+    """The MJPEG test camera (tests/agent/agent_process.py's MjpegServer) in a process of its own, so its
+    sending holds no lock the timed loop needs; frames are JPEGs of the benchmark's video. `with` gives the URL."""
+
+    def __init__(self, video: Path, workdir: Path, fps: float, state_dir: Path) -> None:
+        self.jpegs = workdir / "live-jpegs"
+        self.fps = fps
+        self.state_dir = state_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.jpegs.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(read_frames(video, LIVE_JPEGS)):
+            cv2.imwrite(str(self.jpegs / f"{index:03d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+    def __enter__(self) -> str:
+        self.proc = subprocess.Popen(
+            worker_cmd("mjpeg", self.jpegs, self.fps),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(1, self.state_dir),
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.__exit__()
+            raise RuntimeError("the MJPEG test camera exited before it gave its URL")
+        return str(json.loads(line)["url"])
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is None:
+            return
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # the worker stops its server when stdin closes
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 @dataclass(frozen=True)
@@ -992,6 +1160,11 @@ def stage_bundle(args: argparse.Namespace, workdir: Path) -> Path:
     return out
 
 
+def live_frames(args: argparse.Namespace) -> int:
+    """Timed frames per live run: LIVE_FRAMES, or --frames when that is fewer (as with report.py --quick)."""
+    return min(LIVE_FRAMES, args.frames)
+
+
 def plan_stage_frames(args: argparse.Namespace, fp32: Path, configs: list[StageConfig]) -> int:
     if args.budget <= 0:
         return args.frames
@@ -1000,13 +1173,21 @@ def plan_stage_frames(args: argparse.Namespace, fp32: Path, configs: list[StageC
     # A CNN slows down about in proportion to fewer threads; INT8 is taken to run at FP32's speed.
     per_frame = 1.15 * args.rounds * sum(most / c.threads for c in configs) / fps
     progress(f"probe: {fps:.2f} fps bare FP32 at {most} threads")
-    return fit_budget(args, per_frame, args.rounds * len(configs) * STAGE_LOAD_S)
+    fixed = args.rounds * len(configs) * STAGE_LOAD_S
+    if args.live_fps > 0:
+        # Live runs come at most at the camera's rate; at the model's where that is slower.
+        live = sum(1.15 * (LIVE_FRAMES + WARMUP_FRAMES) / min(args.live_fps, fps * c.threads / most) for c in configs)
+        fixed += args.rounds * (live + len(configs) * (STAGE_LOAD_S + LIVE_CONNECT_S))
+    return fit_budget(args, per_frame, fixed)
 
 
 def run_stage_rounds(
-    args: argparse.Namespace, bundle: Path, configs: list[StageConfig], video: Path
-) -> dict[StageConfig, list[RunResult]]:
+    args: argparse.Namespace, bundle: Path, configs: list[StageConfig], video: Path, camera: str | None
+) -> tuple[dict[StageConfig, list[RunResult]], dict[StageConfig, list[RunResult]]]:
+    """(file results, live results): each configuration on the video file, then (with a camera URL) on the
+    live test camera, configurations rotating from round to round."""
     results: dict[StageConfig, list[RunResult]] = {c: [] for c in configs}
+    live: dict[StageConfig, list[RunResult]] = {c: [] for c in configs} if camera else {}
     for round_index in range(args.rounds):
         shift = round_index % len(configs)
         for config in configs[shift:] + configs[:shift]:
@@ -1014,17 +1195,26 @@ def run_stage_rounds(
             result = run_agent_inprocess(bundle, video, args.frames, config.threads, config.precision)
             results[config].append(result)
             progress(f"    {result.fps:.2f} fps, inference {result.stage_ms['inference']:.1f} ms")
-    return results
+            if camera:
+                frames = live_frames(args)
+                progress(f"    then the live test camera at {args.live_fps:g} fps ({frames} frames)")
+                result = run_agent_inprocess(bundle, camera, frames, config.threads, config.precision)
+                live[config].append(result)
+                progress(f"    {result.fps:.2f} fps, frame age {result.stage_ms['frame age']:.1f} ms")
+    return results, live
 
 
 def stage_tables(
-    args: argparse.Namespace, input_hw: tuple[int, int], results: dict[StageConfig, list[RunResult]]
+    args: argparse.Namespace,
+    input_hw: tuple[int, int],
+    results: dict[StageConfig, list[RunResult]],
+    live: dict[StageConfig, list[RunResult]],
 ) -> list[Table]:
     size = f"{input_hw[0]}x{input_hw[1]}"
     rows = []
     for config, runs in results.items():
         stages = [median([r.stage_ms[s] for r in runs]) for s in STAGE_NAMES]
-        waits = [median([r.between_ms or 0.0 for r in runs]), median([r.stage_ms["frame age"] for r in runs])]
+        waits = [median([r.between_ms or 0.0 for r in runs])]
         totals = [sum(r.stage_ms[s] for s in STAGE_NAMES) for r in runs]
         fps = [r.fps for r in runs]
         inference = [r.stage_ms["inference"] for r in runs]
@@ -1047,7 +1237,6 @@ def stage_tables(
                 "precision",
                 "threads",
                 "capture wait",
-                "frame age",
                 *STAGE_NAMES,
                 "sum ms",
                 "loop fps",
@@ -1056,14 +1245,18 @@ def stage_tables(
             tuple(rows),
             (
                 "capture wait: the loop waiting for the source's next frame (and its own bookkeeping), the mean of "
-                "each frame interval minus that frame's stages; frame age: how long a frame sat between decoding "
-                "and the loop picking it up (the newest-frame slot holds one while the model runs).",
+                "each frame interval minus that frame's stages.",
+                "No frame age here: a video file is read without pacing and its frames are stamped when the loop "
+                "takes them, so their age is zero by construction. It is measured on a live source below"
+                + ("." if live else " (not in this run: --live-fps 0)."),
                 "publish: building the payloads and handing them to a publisher that discards them (no network).",
                 "sum ms: preprocess to publish.",
                 "loop fps: frames between warm-up end and last frame, over that time; includes decoding the video.",
             ),
         )
     ]
+    if live:
+        out.append(live_table(args, size, live))
     best = max(results, key=lambda c: median([r.fps for r in results[c]]))
     headline = [
         (
@@ -1121,6 +1314,54 @@ def stage_tables(
     return [Table("Headline", ("figure", "wanted", "measured", "result"), tuple(headline)), *out]
 
 
+def live_table(args: argparse.Namespace, size: str, live: dict[StageConfig, list[RunResult]]) -> Table:
+    rows = []
+    for config, runs in live.items():
+        ages = [r.stage_ms["frame age"] for r in runs]
+        dropped = [
+            100.0 * r.source.frames_dropped / r.source.frames_read
+            for r in runs
+            if r.source is not None and r.source.frames_read
+        ]
+        rows.append(
+            (
+                config.precision,
+                str(config.threads),
+                f"{median(ages):.2f}",
+                f"{median([r.stage_ms['frame age p90'] for r in runs]):.2f}",
+                f"{median([r.fps for r in runs]):.2f}",
+                f"{median(dropped):.0f}" if dropped else "-",
+                fmt_rounds(ages, 2),
+            )
+        )
+    interval = 1000.0 / args.live_fps
+    return Table(
+        f"Frame age on a live source at {size}: the MJPEG test camera at {args.live_fps:g} fps over HTTP on this "
+        f"machine (agent in-process; median over {args.rounds} rounds of each round's figure over "
+        f"{live_frames(args)} frames, ms)",
+        (
+            "precision",
+            "threads",
+            "frame age",
+            "frame age p90",
+            "loop fps",
+            "camera frames never processed %",
+            "frame age per round",
+        ),
+        tuple(rows),
+        (
+            "frame age: from the reader thread's decoding of a frame to the loop picking it up (StageTimings.capture, "
+            "the `capture` stage of the agent's stats).",
+            f"A camera faster than the loop fills the newest-frame slot while the model runs: the loop then takes "
+            f"a frame up to one camera interval ({interval:.0f} ms) old and the older ones are dropped (the last "
+            "column). A loop faster than the camera waits for each frame, and the age is only the hand-over from "
+            "the reader thread, which on a loaded machine includes waiting for a core.",
+            "The camera (tests/agent/agent_process.py's MjpegServer, its own process) cycles JPEGs of the same video; "
+            "it runs on the same cores as the agent, as a Pi's camera stack would not.",
+        ),
+    )
+
+
 def int8_support() -> str:
     if is_x86():
         return f"x86 {'with' if cpu_has_vnni() else 'without'} VNNI"
@@ -1171,12 +1412,18 @@ def stages_main(args: argparse.Namespace, argv: list[str]) -> int:
         if args.frames != requested:
             facts["frames"] = f"{args.frames} timed per configuration and round (cut from {requested} by --budget)"
         video = prepare_video(workdir, args.frames + WARMUP_FRAMES)
-        results = run_stage_rounds(args, bundle, configs, video)
+        if args.live_fps > 0:
+            with tempfile.TemporaryDirectory(prefix="agent-bench-state-") as state_root:
+                camera = LiveCamera(video, workdir, args.live_fps, ChildStateDirs(Path(state_root)).fresh("camera"))
+                with camera as url:
+                    results, live = run_stage_rounds(args, bundle, configs, video, url)
+        else:
+            results, live = run_stage_rounds(args, bundle, configs, video, None)
     facts["model"] = f"bundle {bundle.name} ({loaded.model_name}, {'+'.join(sorted(loaded.files))})"
     facts["video"] = f"{VIDEO_HW[1]}x{VIDEO_HW[0]} generated shapes video, {args.frames + WARMUP_FRAMES} frames"
     facts["load average at end"] = load_average()
     all_tables = [Table("Machine and set-up", ("fact", "value"), tuple(facts.items()))]
-    all_tables += stage_tables(args, input_hw, results)
+    all_tables += stage_tables(args, input_hw, results, live)
     for table in all_tables:
         print(render_text(table))
     stem = f"agent_stages_{input_hw[0]}"
@@ -1233,6 +1480,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,N",
         help="thread counts for --stages (default: 1 and --threads)",
     )
+    parser.add_argument(
+        "--live-fps",
+        type=float,
+        default=30.0,
+        metavar="FPS",
+        help="--stages also measures frame age on the MJPEG test camera at this rate (default 30; 0 = not)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="PNG and markdown here")
     parser.add_argument(
         "--workdir",
@@ -1255,21 +1509,26 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stages:
         return stages_main(args, argv)
-    with tempfile.TemporaryDirectory(prefix="agent-bench-") as temp:
+    # The children's state directories are never in --workdir, which a rerun reuses: each run starts empty.
+    with (
+        tempfile.TemporaryDirectory(prefix="agent-bench-") as temp,
+        tempfile.TemporaryDirectory(prefix="agent-bench-state-") as state_root,
+    ):
         workdir = args.workdir or Path(temp)
         workdir.mkdir(parents=True, exist_ok=True)
+        state_dirs = ChildStateDirs(Path(state_root))
         facts = machine_facts(args.threads)
-        models = prepare_models(args, workdir)
+        models = prepare_models(args, workdir, state_dirs)
         requested = args.frames
         args.frames = plan_frames(args, models)
         if args.frames != requested:
             facts["frames"] = f"{args.frames} timed per contender and round (cut from --frames {requested} by --budget)"
         video = prepare_video(workdir, args.frames + WARMUP_FRAMES)
-        results = run_rounds(args, models, video)
+        results = run_rounds(args, models, video, state_dirs)
         soak = None
         if args.soak:
             # A longer video so a loop restart (reopening the file) happens rarely, as with a camera.
-            soak = run_soak(args, models, prepare_video(workdir, max(args.frames + WARMUP_FRAMES, 300)))
+            soak = run_soak(args, models, prepare_video(workdir, max(args.frames + WARMUP_FRAMES, 300)), state_dirs)
     result_tables, verdicts = tables(args, models, results, soak)
     all_tables = [facts_table(facts, models, args), *result_tables, verdict_table(verdicts)]
     for table in all_tables:

@@ -22,6 +22,9 @@
 #
 # Settings (environment):
 #   PI_CHECK_CACHE        work and download directory
+#   PI_CHECK_PYTHON       the x86 interpreter (default: the repo's .venv/bin/python; `make pi-check
+#                         PY=...` passes PY); the x86 runs import this checkout's code whatever
+#                         that interpreter has installed
 #   PI_CHECK_CPUS         qemu CPU models (default "cortex-a72 cortex-a76")
 #   PI_CHECK_PRECISIONS   default "fp32 int8"
 #   PI_CHECK_SOURCES      default "video frames" (see benchmarks/pi/sources.py)
@@ -38,7 +41,10 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${PI_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-edge-pi}
-VENV=$REPO/.venv
+# The x86 side: this checkout's code (PYTHONPATH wins over an editable install of another
+# checkout) under the interpreter of its venv, or of PI_CHECK_PYTHON.
+PY=${PI_CHECK_PYTHON:-$REPO/.venv/bin/python}
+export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 CPUS=${PI_CHECK_CPUS:-cortex-a72 cortex-a76}
 PRECISIONS=${PI_CHECK_PRECISIONS:-fp32 int8}
 SOURCES=${PI_CHECK_SOURCES:-video frames}
@@ -83,7 +89,8 @@ need_tools() {
 		"${sudo[@]}" apt-get update -qq
 		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 	fi
-	[ -x "$VENV/bin/yolo-edge-convert" ] || die "$VENV has no converter: run 'make venv' first"
+	"$PY" -c 'import ultralytics, onnxruntime' 2>/dev/null ||
+		die "$PY cannot import the converter's dependencies: run 'make venv' first (or set PI_CHECK_PYTHON)"
 	[ "$(id -u)" = 0 ] || die "debootstrap needs root (run with sudo)"
 	if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 		log "binfmt_misc has qemu-aarch64 registered (not needed: qemu is called directly with -L)"
@@ -158,7 +165,7 @@ build_project_wheel() {
 	mkdir -p "$WHEELS/project"
 	cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/agent" "$REPO/converter" "$source/"
 	find "$source" -name __pycache__ -prune -exec rm -rf {} +
-	"${NICE[@]}" "$VENV/bin/python" -m pip wheel --quiet --no-deps --no-build-isolation \
+	"${NICE[@]}" "$PY" -m pip wheel --quiet --no-deps --no-build-isolation \
 		--wheel-dir "$WHEELS/project" "$source" >/dev/null
 	rm -rf "$source"
 	PROJECT_WHEEL=$(echo "$WHEELS/project"/yolo_edge-*.whl)
@@ -172,7 +179,7 @@ install_site() {
 	local site=$1 stamp
 	shift
 	mkdir -p "$WHEELS/deps"
-	"${NICE[@]}" "$VENV/bin/python" -m pip download --quiet --dest "$WHEELS/deps" "${PIP_TARGET_ARGS[@]}" "$@"
+	"${NICE[@]}" "$PY" -m pip download --quiet --dest "$WHEELS/deps" "${PIP_TARGET_ARGS[@]}" "$@"
 	rm -f "$WHEELS/deps"/yolo_edge-*.whl # pip copies the local project wheel; it is rebuilt every run
 	stamp=$({
 		printf '%s\n' "${@##*/}"
@@ -183,7 +190,7 @@ install_site() {
 		return
 	fi
 	rm -rf "$site"
-	"${NICE[@]}" "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS/deps" \
+	"${NICE[@]}" "$PY" -m pip install --quiet --no-index --find-links "$WHEELS/deps" \
 		--target "$site" "${PIP_TARGET_ARGS[@]}" "$@"
 	echo "$stamp" >"$site/.stamp"
 }
@@ -211,11 +218,11 @@ build_fixture() {
 		log "fixture: dataset and bundle (x86 converter) into $FIXTURE"
 		rm -rf "$CACHE/fixture"
 		mkdir -p "$FIXTURE"
-		(cd "$REPO" && "${NICE[@]}" "$VENV/bin/python" -m benchmarks.fixture.make_shapes --out "$FIXTURE/shapes") >/dev/null
+		(cd "$REPO" && "${NICE[@]}" "$PY" -m benchmarks.fixture.make_shapes --out "$FIXTURE/shapes") >/dev/null
 		# Small calibration and validation sets: the check compares x86 with arm64 on one bundle,
 		# whatever its accuracy. --force keeps a bundle whose INT8 misses the accuracy bar.
 		local status=0
-		(cd "$FIXTURE" && "${NICE[@]}" "$VENV/bin/yolo-edge-convert" "$WEIGHTS" --out "$BUNDLE" \
+		(cd "$FIXTURE" && "${NICE[@]}" "$PY" -m converter.cli "$WEIGHTS" --out "$BUNDLE" \
 			--calib "$FIXTURE/shapes/data.yaml" --calib-size 32 --val-size 32 --force) \
 			>"$FIXTURE/convert.log" 2>&1 || status=$?
 		[ -f "$BUNDLE/manifest.json" ] || die "conversion failed (exit $status); see $FIXTURE/convert.log"
@@ -224,7 +231,7 @@ build_fixture() {
 	fi
 	FOLDER=$FIXTURE/scaled-frames-$FRAMES
 	if [ ! -d "$FOLDER" ]; then
-		(cd "$REPO" && "${NICE[@]}" "$VENV/bin/python" -m benchmarks.pi.sources --bundle "$BUNDLE" \
+		(cd "$REPO" && "${NICE[@]}" "$PY" -m benchmarks.pi.sources --bundle "$BUNDLE" \
 			--frames "$FRAMES" --video "$VIDEO" --folder "$FOLDER")
 	fi
 }
@@ -258,11 +265,11 @@ tolerance() { # SOURCE
 # fast INT8 kernel is inexact: there the agent runs with onnxruntime's exact kernels instead.
 x86_agent() { # PRECISION: the command
 	if [ "$1" = int8 ] && [ "${PI_CHECK_EXACT_X86_INT8:-auto}" != never ] &&
-		{ [ "${PI_CHECK_EXACT_X86_INT8:-auto}" = always ] || ! (cd "$REPO" && "$VENV/bin/python" -c \
+		{ [ "${PI_CHECK_EXACT_X86_INT8:-auto}" = always ] || ! (cd "$REPO" && "$PY" -c \
 			'import sys; from agent.pipeline.inference import cpu_has_vnni, is_x86; sys.exit(is_x86() and not cpu_has_vnni())'); }; then
-		printf '%s\n' "$VENV/bin/python" -m benchmarks.pi.exact_int8_agent
+		printf '%s\n' "$PY" -m benchmarks.pi.exact_int8_agent
 	else
-		printf '%s\n' "$VENV/bin/yolo-edge-agent"
+		printf '%s\n' "$PY" -m agent.cli
 	fi
 }
 
@@ -272,7 +279,7 @@ run_x86() {
 		for precision in $PRECISIONS; do
 			mapfile -t args < <(agent_args "$source" "$precision")
 			mapfile -t command < <(x86_agent "$precision")
-			[ "${command[0]}" = "$VENV/bin/yolo-edge-agent" ] ||
+			[ "${command[2]}" = agent.cli ] ||
 				echo "note: the x86 $precision reference uses onnxruntime's exact INT8 kernels (x86 without VNNI, or PI_CHECK_EXACT_X86_INT8=always)" >>"$RUNS/notes"
 			(cd "$REPO" && YOLO_EDGE_AGENT_STATE_DIR="$CACHE/state-x86" "${NICE[@]}" "${command[@]}" "${args[@]}") \
 				>"$RUNS/$source-x86-$precision.jsonl" 2>"$RUNS/$source-x86-$precision.log" ||
@@ -284,7 +291,7 @@ run_x86() {
 compare() { # LABEL REFERENCE CANDIDATE TOLERANCE...: one verdict line (and details) into the summary
 	local label=$1 reference=$2 candidate=$3
 	shift 3
-	(cd "$REPO" && "$VENV/bin/python" -m benchmarks.pi.compare_detections --label "$label" "$@" \
+	(cd "$REPO" && "$PY" -m benchmarks.pi.compare_detections --label "$label" "$@" \
 		"$reference" "$candidate") >>"$RUNS/summary" || true
 }
 
@@ -351,7 +358,7 @@ check() {
 	done
 	echo
 	echo "Raspberry Pi check under emulation ($("$QEMU" --version | head -1))"
-	echo "x86:     onnxruntime $("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)')"
+	echo "x86:     onnxruntime $("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)')"
 	echo "arm64:   $(site_versions "$SITE")"
 	echo "sources: video = $VIDEO (MJPG); frames = the same $FRAMES frames as model-sized PNG, $FOLDER"
 	echo "bundle:  $BUNDLE; outputs in $RUNS"

@@ -157,13 +157,18 @@ guest() {
 		"${NICE[@]}" "$QEMU" -cpu "$cpu" -L "$ROOT" "$GUEST_PYTHON" "$@"
 }
 
+project_sources() { # every Python file of the packages the wheel holds, subpackages included
+	find "$REPO/agent" "$REPO/converter" "$REPO/fleet" -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort |
+		xargs cat
+}
+
 # The project's wheel, built from a copy of the sources so nothing is written into the repo.
 build_project_wheel() {
 	local source
 	source=$(mktemp -d)
 	rm -rf "$WHEELS/project"
 	mkdir -p "$WHEELS/project"
-	cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/agent" "$REPO/converter" "$source/"
+	cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/agent" "$REPO/converter" "$REPO/fleet" "$source/"
 	find "$source" -name __pycache__ -prune -exec rm -rf {} +
 	"${NICE[@]}" "$PY" -m pip wheel --quiet --no-deps --no-build-isolation \
 		--wheel-dir "$WHEELS/project" "$source" >/dev/null
@@ -184,7 +189,8 @@ install_site() {
 	stamp=$({
 		printf '%s\n' "${@##*/}"
 		ls "$WHEELS/deps"
-		cat "$REPO/pyproject.toml" "$REPO"/agent/*.py "$REPO"/converter/*.py
+		cat "$REPO/pyproject.toml"
+		project_sources
 	} | sha256sum | cut -c1-16)
 	if [ -f "$site/.stamp" ] && [ "$(cat "$site/.stamp")" = "$stamp" ]; then
 		return
@@ -210,7 +216,10 @@ site_versions() { # SITE: the versions pip installed there
 # The fixture bundle and video, rebuilt when the weights, the agent or the converter change.
 build_fixture() {
 	local key
-	key=$(cat "$WEIGHTS" "$REPO"/agent/*.py "$REPO"/converter/*.py | sha256sum | cut -c1-16)
+	key=$({
+		cat "$WEIGHTS"
+		project_sources
+	} | sha256sum | cut -c1-16)
 	FIXTURE=$CACHE/fixture/$key
 	BUNDLE=$FIXTURE/bundle
 	VIDEO=$FIXTURE/shapes-$FRAMES.avi

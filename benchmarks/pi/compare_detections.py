@@ -131,14 +131,21 @@ def main() -> int:
         default=ModelConfig.confidence,
         help="the run's confidence threshold (default: the agent's default)",
     )
+    parser.add_argument(
+        "--info", action="store_true", help="report the differences without a verdict, and exit 0 whatever they are"
+    )
     args = parser.parse_args()
     reference, candidate = read_detections(args.reference), read_detections(args.candidate)
+    prefix = f"{args.label}: " if args.label else ""
     if not reference:
-        print(f"{args.label}: the reference {args.reference} holds no detections; nothing to compare")
+        # FAILED, so the check's summary counts it: a reference without detections proves nothing.
+        print(f"{prefix}FAILED: the reference {args.reference} holds no detections; nothing to compare")
         return 1
     result = compare(reference, candidate, args.box_tol_px, args.conf_tol, args.threshold)
-    verdict = "MATCH" if not result.problems else "DIFFER"
-    prefix = f"{args.label}: " if args.label else ""
+    if args.info:
+        verdict = "within the tolerances" if not result.problems else "beyond the tolerances"
+    else:
+        verdict = "MATCH" if not result.problems else "DIFFER"
     print(
         f"{prefix}{verdict}: {result.frames} frames, {result.detections} reference detections, {result.matched} paired "
         f"(same class), {result.borderline} borderline unpaired; max box difference {result.max_box_px:.3f} px, "
@@ -146,7 +153,7 @@ def main() -> int:
     )
     for problem in result.problems[:20]:
         print(f"  {problem}")
-    return 0 if not result.problems else 1
+    return 0 if args.info or not result.problems else 1
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from benchmarks.pi import compare_detections
 from benchmarks.pi.compare_detections import Comparison, compare, read_detections
+from benchmarks.pi.reference import EXACT_AGENT, MIN_PSNR_DB, PLAIN_AGENT, spread, x86_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "pi" / "pi_check.sh"
@@ -75,6 +79,65 @@ def test_a_detection_on_the_threshold_may_fall_on_either_side(tmp_path: Path) ->
     assert result.borderline == 1
 
 
+def run_main(monkeypatch: pytest.MonkeyPatch, *argv: str | Path) -> int:
+    monkeypatch.setattr("sys.argv", ["compare_detections", *map(str, argv)])
+    return compare_detections.main()
+
+
+def test_an_empty_reference_fails_and_info_reports_without_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = write_run(tmp_path / "full.jsonl", {0: [(1, 0.9, BOX)]})
+    moved = write_run(tmp_path / "moved.jsonl", {0: [(1, 0.7, BOX)]})
+    empty = write_run(tmp_path / "empty.jsonl", {})
+    assert run_main(monkeypatch, "--label", "x", empty, full) == 1
+    assert capsys.readouterr().out.startswith("x: FAILED: ")  # what the check's summary counts
+    assert run_main(monkeypatch, "--label", "x", full, moved) == 1
+    assert run_main(monkeypatch, "--label", "x", "--info", full, moved) == 0
+    assert "x: beyond the tolerances" in capsys.readouterr().out.splitlines()[-2]
+
+
+@pytest.mark.parametrize(("x86", "vnni"), [(True, True), (True, False), (False, False)])
+def test_the_int8_reference_uses_the_exact_kernels_whatever_the_host_by_default(x86: bool, vnni: bool) -> None:
+    reference = x86_agent("int8", "always", x86=x86, vnni=vnni)
+    assert reference.module == EXACT_AGENT
+    assert "exact" in reference.reason and "always" in reference.reason
+
+
+def test_fp32_runs_the_plain_agent_and_auto_and_never_depend_on_the_host() -> None:
+    for setting in ("always", "auto", "never"):
+        assert x86_agent("fp32", setting, x86=True, vnni=False).module == PLAIN_AGENT
+    assert x86_agent("int8", "auto", x86=True, vnni=False).module == EXACT_AGENT
+    assert x86_agent("int8", "auto", x86=True, vnni=True).module == PLAIN_AGENT
+    assert x86_agent("int8", "never", x86=True, vnni=False).module == PLAIN_AGENT
+    with pytest.raises(ValueError, match="PI_CHECK_EXACT_X86_INT8"):
+        x86_agent("int8", "yes", x86=True, vnni=True)
+
+
+def frame(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def test_two_decodings_a_level_or_two_apart_are_the_same_images() -> None:
+    x86 = [frame(0), frame(1)]
+    arm = [image.copy() for image in x86]
+    arm[0][::2] = np.clip(arm[0][::2].astype(np.int16) + 2, 0, 255).astype(np.uint8)  # half the rows, 2 levels
+    result = spread(arm, x86)
+    assert result.problems == []
+    assert result.frames == 2 and result.max_abs == 2
+    assert 0.2 < result.differing < 0.3  # half of one of the two frames (less where clipped at 255)
+    assert result.min_psnr_db > MIN_PSNR_DB
+    assert spread(x86, x86).min_psnr_db == float("inf")
+
+
+def test_another_image_a_missing_frame_or_another_size_is_not_a_decoder_difference() -> None:
+    x86 = [frame(0), frame(1)]
+    shifted = [np.roll(x86[0], 3, axis=1), x86[1]]
+    assert "not the same image" in spread(shifted, x86).problems[0]
+    assert "1 frames decoded on arm64, 2 on x86" in spread(x86[:1], x86).problems
+    assert "frame 1:" in spread([x86[0], x86[1][:-1]], x86).problems[0]
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt install shellcheck)")
 def test_script_is_shellcheck_clean() -> None:
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60)
@@ -92,6 +155,8 @@ def test_script_is_shellcheck_clean() -> None:
 )
 def test_agent_on_emulated_pi4_and_pi5_matches_x86() -> None:
     """The whole check: 4-5 minutes the first time (arm64 root and wheels cached in ~/.cache/yolo-edge-pi)."""
-    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    # This interpreter for the x86 side, whichever checkout's venv it belongs to.
+    env = {**os.environ, "PI_CHECK_PYTHON": os.environ.get("PI_CHECK_PYTHON", sys.executable)}
+    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=1800, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "pi-check: OK" in result.stdout

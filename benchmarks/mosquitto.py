@@ -28,18 +28,31 @@ class Broker:
 
     Persistence is off, so a restart loses whatever the broker held: what
     arrives afterwards came from the client's own outbox.
+
+    websockets: also listen for MQTT over WebSockets (what the dashboard's page speaks) on
+    127.0.0.1:`ws_port`, a free port unless given.
     """
 
     def __init__(
-        self, workdir: Path, port: int | None = None, extra_config: str = "", allow_anonymous: bool = True
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra_config: str = "",
+        allow_anonymous: bool = True,
+        websockets: bool = False,
+        ws_port: int | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self.ws_port = (ws_port or free_port()) if websockets else None
         self.workdir = workdir
         self.config_path = workdir / f"mosquitto-{self.port}.conf"
         self.log_path = workdir / f"mosquitto-{self.port}.log"
+        # Mosquitto 2 gives each listener its own settings only with per_listener_settings; without it
+        # allow_anonymous (and any ACL in extra_config) holds for both listeners alike.
+        ws_listener = f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n" if self.ws_port else ""
         self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(allow_anonymous).lower()}\n"
+            f"listener {self.port} 127.0.0.1\n{ws_listener}allow_anonymous {str(allow_anonymous).lower()}\n"
             f"persistence false\n{extra_config}"
         )
         self.process: subprocess.Popen | None = None
@@ -53,13 +66,22 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
+                for port in filter(None, (self.port, self.ws_port)):
+                    with socket.create_connection((self.host, port), timeout=0.2):
+                        pass
+                return self
             except OSError:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-500:]}") from None
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+
+    @property
+    def ws_url(self) -> str:
+        """ws://127.0.0.1:<ws_port>, the WebSocket listener's URL (only with websockets=True)."""
+        if self.ws_port is None:
+            raise RuntimeError("this broker has no WebSocket listener; start it with websockets=True")
+        return f"ws://{self.host}:{self.ws_port}"
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the running broker has used so far (from /proc), None if it is not running."""

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ACL = ROOT / "systemd" / "mosquitto.acl"
 CONF = ROOT / "systemd" / "mosquitto-yolo-edge.conf"
 PREFIX = MqttConfig().prefix  # the ACL is written for the default prefix
-PASSWORDS = {"operator": "op-secret", "homeassistant": "ha-secret", "cam-a": "a-secret", "cam-b": "b-secret"}
+PASSWORDS = {"operator": "op-secret", "homeassistant": "ha-secret", "dashboard": "d-secret"}
+PASSWORDS |= {"cam-a": "a-secret", "cam-b": "b-secret"}
 WAIT_S = 5.0
 NO = "Not authorized"
 # Everything the agent publishes under its own <prefix>/<device>/, and outside it.
@@ -45,11 +46,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def shipped_config(password_file: Path) -> str:
-    """The shipped snippet for a test broker: Broker() adds its own 127.0.0.1 listener, the files are ours."""
+    """The shipped snippet for a test broker: Broker() adds its own 127.0.0.1 listeners, the files are ours."""
     text = CONF.read_text()
-    for line in ("listener 1883", "allow_anonymous false", "password_file /etc/mosquitto/yolo-edge.passwd"):
+    lines = ("listener 1883", "listener 9001\nprotocol websockets", "allow_anonymous false")
+    for line in (*lines, "password_file /etc/mosquitto/yolo-edge.passwd"):
         assert f"\n{line}\n" in text, f"{CONF.name} should hold `{line}`"
-    text = text.replace("\nlistener 1883\n", "\n")
+    text = text.replace("\nlistener 1883\n", "\n").replace("\nlistener 9001\nprotocol websockets\n", "\n")
     text = text.replace("/etc/mosquitto/yolo-edge.passwd", str(password_file))
     return text.replace("/etc/mosquitto/yolo-edge.acl", str(ACL))
 
@@ -68,7 +70,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         )
     # As root, Mosquitto switches to its own user, which cannot read pytest's private temporary directory.
     run_as = "user root\n" if os.geteuid() == 0 else ""
-    broker = Broker(workdir, extra_config=run_as + shipped_config(password_file), allow_anonymous=False).start()
+    config = run_as + shipped_config(password_file)
+    broker = Broker(workdir, extra_config=config, allow_anonymous=False, websockets=True).start()
     yield broker
     broker.stop()
 
@@ -82,8 +85,9 @@ class Got:
 class Client:
     """One logged-in MQTT 3.1.1 client that records what it receives. connect() returns the CONNACK's reason."""
 
-    def __init__(self, broker: Broker, user: str | None, password: str | None = None) -> None:
+    def __init__(self, broker: Broker, user: str | None, password: str | None = None, websockets: bool = False) -> None:
         self.broker = broker
+        self.port = broker.ws_port if websockets else broker.port
         self.received: list[Got] = []
         self.subacks: list[list[ReasonCode]] = []
         self._changed = threading.Condition()
@@ -92,6 +96,7 @@ class Client:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"{user}-{uuid.uuid4().hex[:6]}",
             protocol=mqtt.MQTTv311,
+            transport="websockets" if websockets else "tcp",
         )
         if user is not None:
             self.client.username_pw_set(user, password if password is not None else PASSWORDS[user])
@@ -117,7 +122,7 @@ class Client:
             self._changed.notify_all()
 
     def connect(self) -> ReasonCode:
-        self.client.connect(self.broker.host, self.broker.port, keepalive=10)
+        self.client.connect(self.broker.host, self.port, keepalive=10)
         self.client.loop_start()
         with self._changed:
             assert self._changed.wait_for(lambda: self._connack is not None, WAIT_S), "no CONNACK"
@@ -152,8 +157,8 @@ def login(secured: Broker) -> Iterator:
     """login(user) -> a connected Client; all closed after the test."""
     clients: list[Client] = []
 
-    def connect(user: str) -> Client:
-        client = Client(secured, user)
+    def connect(user: str, websockets: bool = False) -> Client:
+        client = Client(secured, user, websockets=websockets)
         clients.append(client)
         reason = client.connect()
         assert not reason.is_failure, f"{user} was refused: {reason}"
@@ -237,6 +242,25 @@ def test_the_operator_alone_commands_and_a_device_reads_only_its_own_commands(lo
     seen = operator.wait_for(f"{PREFIX}/cam-a/set", '{"confidence": 0.5}')
     assert f"{PREFIX}/cam-b/status" not in topics(seen)
     assert topics(seen).count(f"{PREFIX}/cam-a/set") == 1, "neither cam-b's nor Home Assistant's set got through"
+
+
+def test_the_dashboard_over_websockets_reads_every_device_and_sends_only_set_and_snapshot_requests(login) -> None:
+    dashboard = login("dashboard", websockets=True)  # the page's way in: the WebSocket listener
+    dashboard.subscribe(f"{PREFIX}/#")
+    cam_a = login("cam-a")
+    cam_a.subscribe(f"{PREFIX}/cam-a/set", f"{PREFIX}/cam-a/deploy", f"{PREFIX}/cam-a/snapshot/request")
+    cam_a.publish(f"{PREFIX}/cam-a/stats", '{"fps": 5}')
+    dashboard.wait_for(f"{PREFIX}/cam-a/stats", '{"fps": 5}')
+
+    dashboard.publish(f"{PREFIX}/cam-a/deploy", '{"url": "https://x/a.tgz"}')  # deploy stays the operator's
+    dashboard.publish(f"{PREFIX}/cam-a/status", "offline")  # nor does it speak for a device
+    dashboard.publish("homeassistant/status", "online")
+    dashboard.publish(f"{PREFIX}/cam-a/snapshot/request", "")
+    dashboard.publish(f"{PREFIX}/cam-a/set", '{"confidence": 0.4, "request_id": "d1"}')
+    got = cam_a.wait_for(f"{PREFIX}/cam-a/set", '{"confidence": 0.4, "request_id": "d1"}')
+    assert topics(got) == [f"{PREFIX}/cam-a/snapshot/request", f"{PREFIX}/cam-a/set"]
+    seen = dashboard.wait_for(f"{PREFIX}/cam-a/set", '{"confidence": 0.4, "request_id": "d1"}')
+    assert f"{PREFIX}/cam-a/status" not in topics(seen) and f"{PREFIX}/cam-a/deploy" not in topics(seen)
 
 
 def test_home_assistant_reads_devices_and_their_discovery(login) -> None:

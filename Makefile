@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-quick lint bench mosquitto venv clean
+.PHONY: demo test test-quick lint bench mosquitto venv clean vendor
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The agent's tests talk to a real broker; the systemd tests verify the unit with systemd-analyze and
-# lint the install script with shellcheck; the TLS tests make certificates with openssl. Install from apt
-# whatever of these is missing.
+# lint the install script with shellcheck; the TLS tests make certificates with openssl; the dashboard's
+# tests drive chromium. Install from apt whatever of these is missing.
 APT_TOOLS := mosquitto:mosquitto mosquitto_sub:mosquitto-clients systemd-analyze:systemd shellcheck:shellcheck openssl:openssl
+APT_TOOLS += chromium:chromium
 mosquitto:
 	@missing=""; for pair in $(APT_TOOLS); do \
 		tool=$${pair%%:*}; package=$${pair##*:}; \
@@ -55,6 +56,10 @@ bench: $(STAMP) mosquitto
 # would repoint its editable install at this checkout); the check runs this checkout's code either way.
 pi-check: $(if $(filter command line,$(origin PY)),,$(STAMP))
 	PI_CHECK_PYTHON=$(PY) benchmarks/pi/pi_check.sh
+
+# The dashboard's vendored libraries (mqtt.js, uPlot) again from the npm registry, at the versions pinned there.
+vendor:
+	fleet/dashboard/refresh-vendor.sh
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -3,6 +3,7 @@
     yolo-edge-fleet [list]                     status, fps, latency, model, outbox, deploy state
     yolo-edge-fleet set DEVICE... --json '{"confidence": 0.5}'
     yolo-edge-fleet deploy DEVICE... --url URL --sha256 HEX
+    yolo-edge-fleet dashboard [--listen 127.0.0.1:8080] [--broker-ws ws://HOST:9001]
 
 `yolo-edge-agent fleet ...` is the same command under the agent's name (an alias kept for scripts).
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
 from agent.transport import topics
+from fleet.dashboard_server import add_dashboard_parser, command_dashboard
 from fleet.view import (
     LIST_TOPICS,
     DeviceView,
@@ -105,6 +107,7 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     deploy.add_argument("--sha256", required=True, help="sha256 of the archive (64 hex digits)")
     deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the outcome (300)")
     _connection_options(deploy)
+    add_dashboard_parser(actions)
 
 
 def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
@@ -194,6 +197,8 @@ def _request(args: argparse.Namespace) -> Request:
 
 def command_fleet(args: argparse.Namespace, prog: str = ALIAS_PROG) -> int:
     """Run one fleet action; every error a user can cause is one line on stderr and exit code 2."""
+    if args.action == "dashboard":
+        return command_dashboard(args, prog)
     try:
         request = _request(args)
         mqtt = _mqtt_config(args)

@@ -1,0 +1,204 @@
+"""The dashboard in headless Chromium against a real Mosquitto (with a WebSocket listener) and a real agent.
+
+One agent loops the sample video for the whole module, the page is opened once, and the tests run in
+order on it: the fleet row, the device view, a `set` from the form and a rejected one, a broker restart,
+and last the agent's clean stop. Every wait is on a condition with a timeout. The fleet and device views
+are saved as docs/img/dashboard-fleet.png and dashboard-device.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fleet.dashboard_server import DashboardServer, PageConfig
+from tests.agent.agent_process import PREFIX, AgentProcess, Observer, agent_env, broker_args
+from tests.broker import Broker
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="the dashboard tests need Debian's chromium (apt install chromium; make test does)"
+)
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "img"
+DEVICE = "porch"
+WAIT_MS = 15_000
+EMPTY = "\u2013"  # what a cell shows before its figure came (an en dash)
+POSITIVE = re.compile(r"^(0\.0*[1-9]|[1-9])")  # a number > 0 as the table writes it
+COUNT = re.compile(r"^[1-9][0-9]*$")
+TWO_OR_MORE = re.compile(r"^([2-9]|[1-9][0-9]+)$")
+ZONE = """
+[zones.right_half]
+polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+inertia = 2
+"""
+
+
+@dataclass(frozen=True)
+class Stack:
+    broker: Broker
+    agent: AgentProcess
+    server: DashboardServer
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, fixture_onnx: Path, sample_video: tuple[Path, list]
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("dashboard")
+    broker = Broker(workdir, websockets=True).start()
+    config = workdir / "agent.toml"
+    config.write_text(ZONE)
+    args = ["run", "--config", str(config), "--source", str(sample_video[0]), "--loop", "--model", str(fixture_onnx)]
+    env = agent_env(workdir / "state", source_fps=8, stats_interval=1)
+    server = DashboardServer("127.0.0.1", 0, PageConfig(broker.ws_url, PREFIX)).start()
+    try:
+        with AgentProcess([*args, *broker_args(broker.host, broker.port, DEVICE)], env, workdir) as agent:
+            yield Stack(broker, agent, server, workdir)
+    finally:
+        server.stop()
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack: Stack) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(stack.server.url)
+            page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+            page.click("#connect")
+            page.wait_for_selector('body[data-connection="connected"]', timeout=WAIT_MS)
+            page.errors = errors  # type: ignore[attr-defined]
+            yield page
+        finally:
+            browser.close()
+
+
+def row(page, field: str):  # type: ignore[no-untyped-def]
+    return page.locator(f'tr[data-device="{DEVICE}"] [data-field="{field}"]')
+
+
+def test_the_device_row_appears_online_with_a_live_fps(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    expect(row(page, "status")).to_have_text("online", timeout=WAIT_MS)
+    expect(row(page, "fps")).to_have_text(POSITIVE, timeout=WAIT_MS)
+    for field in ("inference_p50", "precision", "outbox", "last_seen"):
+        expect(row(page, field)).not_to_have_text(EMPTY, timeout=WAIT_MS)
+    expect(row(page, "precision")).to_have_text("fp32")
+    expect(page.locator(f'tr[data-device="{DEVICE}"]')).to_have_attribute("data-quiet", "false")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-fleet.png"))
+    assert page.errors == [], "\n".join(page.errors)  # type: ignore[attr-defined]
+
+
+def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_logs(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.click(f'tr[data-device="{DEVICE}"] button')
+    expect(page.locator("#device")).to_have_attribute("data-device", DEVICE)
+    expect(page.locator("#frame")).to_have_attribute("data-snapshot", "loaded", timeout=WAIT_MS)
+    # Boxes drawn now (the detections of the last 1.5 s), and a chart of at least two stats. (Conditions
+    # are Playwright's expect: the page's Content-Security-Policy forbids the eval wait_for_function needs.)
+    expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
+    expect(page.locator("#latency-chart")).to_have_attribute("data-points", TWO_OR_MORE, timeout=WAIT_MS)
+    expect(page.locator("#objects-log li").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator('#zones tr[data-zone="right_half"]')).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator('#settings-form input[name="confidence"]')).to_have_value("0.25", timeout=WAIT_MS)
+    # The canvas holds a picture, not one flat colour.
+    distinct = page.evaluate(
+        """() => {
+          const c = document.getElementById('frame');
+          const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          const seen = new Set();
+          for (let i = 0; i < data.length; i += 4 * 97) seen.add(data[i] << 16 | data[i + 1] << 8 | data[i + 2]);
+          return seen.size;
+        }"""
+    )
+    assert distinct > 10, distinct
+    expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-device.png"), full_page=True)
+
+
+def retained_settings(broker: Broker) -> Observer:
+    return Observer(broker.host, broker.port, DEVICE, names=("settings", "set"))
+
+
+def test_a_set_from_the_form_changes_the_agents_settings_and_shows_the_answer(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    with closing(retained_settings(stack.broker)) as observer:
+        page.fill('#settings-form input[name="confidence"]', "0.4")
+        page.fill('#settings-form input[name="max_fps"]', "6")
+        page.click('#settings-form button[type="submit"]')
+        expect(page.locator("#set-result")).to_have_attribute("data-state", "ok", timeout=WAIT_MS)
+        expect(page.locator("#set-result")).to_contain_text("confidence = 0.4")
+        sent = observer.wait_count("set", 1, 5)[0].json()
+        assert sent["confidence"] == 0.4 and sent["max_fps"] == 6 and sent["request_id"].startswith("dashboard-")
+        assert set(sent) == {"confidence", "max_fps", "request_id"}, "only what the form changed is sent"
+    with closing(retained_settings(stack.broker)) as fresh:  # what a newcomer is given: the retained settings
+        fresh.wait_for("retained settings", lambda: any(m.retain for m in fresh.on("settings")), 5)
+        kept = next(m for m in fresh.on("settings") if m.retain).json()
+    assert kept["confidence"] == 0.4 and kept["max_fps"] == 6, kept
+
+
+def test_a_bad_value_shows_the_agents_rejection(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.fill('#settings-form input[name="iou"]', "2")
+    page.click('#settings-form button[type="submit"]')
+    expect(page.locator("#set-result")).to_have_attribute("data-state", "rejected", timeout=WAIT_MS)
+    expect(page.locator("#set-result")).to_contain_text("iou: 2 is not allowed")
+
+
+def test_an_answer_to_someone_elses_request_is_not_shown(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    with closing(Observer(stack.broker.host, stack.broker.port, DEVICE, names=("set/result",))) as other:
+        page.fill('#settings-form input[name="iou"]', "0.5")
+        page.click('#settings-form button[type="submit"]')
+        # Another operator's rejection, published while ours is pending: the page must not take it.
+        foreign = {"ok": False, "ts": 1.0, "error": "someone else's", "keys": [], "request_id": "other-operator"}
+        other.client.publish(f"{PREFIX}/{DEVICE}/set/result", json.dumps(foreign), qos=1)
+        expect(page.locator("#set-result")).to_have_attribute("data-state", "ok", timeout=WAIT_MS)
+        expect(page.locator("#set-result")).to_contain_text("iou = 0.5")
+
+
+def test_a_broker_restart_is_shown_and_the_page_reconnects(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    stack.broker.stop()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    stack.broker.start()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    expect(row(page, "status")).to_have_text("online", timeout=WAIT_MS)
+    assert page.locator('#connection-log li[data-state="reconnecting"]').count() >= 1
+
+
+def test_stopping_the_agent_turns_its_row_to_stopped(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    code, _ = stack.agent.stop(timeout=10)
+    assert code == 0, stack.agent.describe()
+    expect(row(page, "status")).to_have_text("stopped", timeout=WAIT_MS)
+    expect(page.locator(f'tr[data-device="{DEVICE}"]')).to_have_class(re.compile(r"\bquiet\b"))
+    expect(page.locator("#device-status")).to_have_text("stopped")
+    assert page.errors == [], "\n".join(page.errors)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
     yolo-edge-fleet [list]                     status, fps, latency, model, outbox, deploy state
     yolo-edge-fleet set DEVICE... --json '{"confidence": 0.5}'
     yolo-edge-fleet deploy DEVICE... --url URL --sha256 HEX
+    yolo-edge-fleet exporter [--listen 127.0.0.1:9108]   Prometheus metrics of every device (fleet/exporter/)
 
 `yolo-edge-agent fleet ...` is the same command under the agent's name (an alias kept for scripts).
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
 from agent.transport import topics
+from fleet.exporter.command import add_exporter_parser, command_exporter
 from fleet.view import (
     LIST_TOPICS,
     DeployState,
@@ -68,7 +70,7 @@ class Target:
     all_online: bool
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+def _connection_options(parser: argparse.ArgumentParser, listing: bool = True) -> None:
     # SUPPRESS: given before or after the action (`fleet --host h set ...` or `fleet set ... --host h`),
     # neither parser's default overwrites what the other one read.
     quiet = argparse.SUPPRESS
@@ -82,6 +84,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-cert", type=Path, default=quiet)
     group.add_argument("--tls-key", type=Path, default=quiet)
     group.add_argument("--prefix", default=quiet, help="topic prefix (default yolo-edge)")
+    if not listing:  # a long-running action: no collection window, no table
+        return
     parser.add_argument("--wait", type=float, default=quiet, help="seconds to collect retained messages (2)")
     parser.add_argument("--format", choices=("table", "json"), default=quiet, help="output (table)")
 
@@ -107,6 +111,7 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     deploy.add_argument("--sha256", required=True, help="sha256 of the archive (64 hex digits)")
     deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the outcome (300)")
     _connection_options(deploy)
+    add_exporter_parser(actions, _connection_options)
 
 
 def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
@@ -203,6 +208,8 @@ def _request(args: argparse.Namespace) -> Request:
 
 def command_fleet(args: argparse.Namespace, prog: str = ALIAS_PROG) -> int:
     """Run one fleet action; every error a user can cause is one line on stderr and exit code 2."""
+    if args.action == "exporter":
+        return command_exporter(args, prog, _mqtt_config)
     try:
         request = _request(args)
         mqtt = _mqtt_config(args)

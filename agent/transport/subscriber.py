@@ -3,7 +3,7 @@
 MqttSession (session.py) is built for a command that runs for seconds and must fail fast; an
 exporter runs for months and must ride out broker restarts. This one fails fast only on the first
 connection (a wrong host, password or ACL is one line at start), then lets paho reconnect for ever
-and subscribes again on every connect (MQTT 3.1.1 clean sessions forget subscriptions), so the
+and subscribes again on every connect (a session that expires on disconnect forgets its subscriptions), so the
 broker re-sends its retained messages and the tool's picture is whole again after an outage.
 """
 

@@ -152,9 +152,10 @@ def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupMod
         lambda path: _detector(config, path)[0],
         lambda payload, retain: publisher.publish(topics.DEPLOY_STATE, payload, qos=0, retain=retain),
         startup,
+        publisher.publish_reply,
     )
     stack.callback(deployer.close)  # publishes a deployment it cuts short: before the publisher closes
-    publisher.subscribe(topics.DEPLOY, deployer.on_deploy)
+    publisher.subscribe(topics.DEPLOY, deployer.on_deploy, replies=True)
     return deployer
 
 
@@ -180,9 +181,11 @@ def _mqtt_publisher(config: AgentConfig, stack: ExitStack, detector: Detector) -
     # must not outlive the outbox it sends from. Closing a publisher never started does nothing.
     stack.callback(publisher.close, timeout=3.0)
     # Replies are QoS 0: commands from the network must not be able to fill the outbox that holds the events.
-    inbox = CommandInbox(detector.names, lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0))
+    inbox = CommandInbox(
+        detector.names, lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0), publisher.publish_reply
+    )
     if config.remote.settings:
-        publisher.subscribe(topics.SET, inbox.on_set)
+        publisher.subscribe(topics.SET, inbox.on_set, replies=True)
     if config.snapshot.enabled:
         publisher.subscribe(topics.SNAPSHOT_REQUEST, inbox.on_snapshot_request)
     _home_assistant(config, publisher, detector, stack)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.converter_bench [--weights PT] [--calib-size 200] [--val-size 100]
                                          [--threads N] [--runs 60] [--skip-yolo11n-640]
-                                         [--compare-calibration] [--out benchmarks/results]
+                                         [--skip-ultralytics] [--compare-calibration]
+                                         [--out benchmarks/results]
 
 One run on this machine measures the issue's targets side by side:
   accuracy   the real `yolo-edge-convert` on the fixture (its labelled val split): INT8 mAP50-95
@@ -15,9 +16,16 @@ One run on this machine measures the issue's targets side by side:
   size       INT8 file bytes over FP32 file bytes
   time       wall time of the whole command (imports, export, calibration, quantization,
              validation) on the fixture and on a YOLO11n at 640 with 200 calibration images
+  against Ultralytics' own INT8 ONNX export (benchmarks.ultralytics_int8, offline), on the same
+             weights, calibration images, validation images and threads: the fixture at its
+             256 and the same weights exported at 640 (a trained YOLO11n at 640, so mAP means
+             something there); FP32 (ours), INT8 (ours) and INT8 (Ultralytics) scored through the
+             agent's pipeline (mAP50-95, and the share of FP32's boxes each INT8 model finds
+             again) and timed taking turns, at 1 thread and all cores
 
-Nothing is downloaded: the fixture's dataset is regenerated from its seed and the 640 model is
-the untrained yolo11n.yaml (speed and time do not depend on its weights).
+Nothing is downloaded: the fixture's dataset is regenerated from its seed and the 640 model for
+the speed and time targets is the untrained yolo11n.yaml (speed and time do not depend on its
+weights; it detects nothing, so it has no accuracy to compare).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from agent.bundle import load_bundle, verify_model_file
 from agent.pipeline.inference import (
@@ -44,7 +53,9 @@ from agent.pipeline.inference import (
 )
 from agent.pipeline.letterbox import Letterbox
 from benchmarks.fixture.make_shapes import write_dataset
+from benchmarks.int8_compare import Scores, score_models, summarize_quantization
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
+from benchmarks.ultralytics_int8 import UltralyticsExport, run_export, write_calibration_yaml
 from converter.images import SkipCounter, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +67,17 @@ AIM_MAP_DROP = 0.5
 TARGET_SPEEDUP = 1.5
 TARGET_SIZE_RATIO = 0.3
 TARGET_CONVERT_S = 180.0
+# Ours against Ultralytics' INT8 export of the same weights: no slower, no less accurate.
+TARGET_OVER_ULTRALYTICS = 1.0
+TARGET_MAP_OVER_ULTRALYTICS = 0.0
+ULTRALYTICS_IMGSZ = 640
+
+LABELS = {
+    "fp32": "FP32 (ours)",
+    "int8": "INT8 (ours)",
+    "int8 all nodes": "INT8 all nodes (ceiling)",
+    "int8 Ultralytics": "INT8 (Ultralytics)",
+}
 
 
 @dataclass(frozen=True)
@@ -131,35 +153,250 @@ def calibration_comparison(weights: Path, data_yaml: Path, workdir: Path, common
     )
 
 
-def plot(path: Path, accuracy: dict[str, float], latency: dict[int, dict[str, float]], title: str) -> None:
+@dataclass(frozen=True)
+class Comparison:
+    """FP32 (ours), INT8 (ours) and Ultralytics' INT8 of one set of weights at one size.
+
+    models/scores/sizes: contender (LABELS key) -> ONNX path (gone with the run's temporary
+    directory) / accuracy / file bytes; latency: threads -> contender -> ms.
+    """
+
+    label: str
+    models: dict[str, Path]
+    scores: dict[str, Scores]
+    latency: dict[int, dict[str, float]]
+    ours: Conversion
+    theirs: UltralyticsExport
+
+    sizes: dict[str, int]
+
+
+def file_sizes(models: dict[str, Path]) -> dict[str, int]:
+    return {name: path.stat().st_size for name, path in models.items()}
+
+
+def time_models(models: dict[str, Path], tensor: np.ndarray, threads: int, runs: int, what: str) -> dict:
+    """threads -> model -> median ms, at 1 thread and at `threads`."""
+    latency: dict[int, dict[str, float]] = {}
+    for count in sorted({1, threads}):
+        progress(f"timing {what}: {' / '.join(models)}, {count} thread(s), {runs} runs each")
+        latency[count] = median_latencies(models, tensor, count, runs)
+    return latency
+
+
+def score(models: dict[str, Path], data_yaml: Path, bundle_dir: Path, count: int, threads: int) -> dict[str, Scores]:
+    bundle = load_bundle(bundle_dir)
+    progress(f"scoring {' / '.join(models)} on {count} val images at {bundle.imgsz[0]}")
+    images = open_source(data_yaml, "val").iter_images(count, SkipCounter())
+    return score_models(models, images, bundle.head, bundle.imgsz, threads)
+
+
+def plot(path: Path, accuracy: dict[str, dict[str, float]], panels: list[tuple[str, dict]], title: str) -> None:
+    """accuracy: model -> contender -> mAP50-95 (0..1); panels: (title, threads -> contender -> ms) each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.bar(list(accuracy), [100 * v for v in accuracy.values()], color=["tab:blue", "tab:orange"])
-    for x, value in enumerate(accuracy.values()):
-        left.text(x, 100 * value, f"{100 * value:.1f}", ha="center", va="bottom")
-    left.set_ylabel("mAP50-95 (points)")
-    left.set_title("accuracy on the fixture's val split (higher is better)")
-    names = list(next(iter(latency.values())))
-    width = 0.8 / len(names)
-    for offset, name in enumerate(names):
-        xs = [i + offset * width for i in range(len(latency))]
-        right.bar(xs, [latency[t][name] for t in latency], width, label=name)
-    right.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(latency))], [f"{t} thr" for t in latency])
-    right.set_ylabel("median latency ms (lower is better)")
-    right.set_title("onnxruntime latency, same tensors")
-    right.legend()
+    colors = {"fp32": "tab:blue", "int8": "tab:orange", "int8 all nodes": "tab:gray", "int8 Ultralytics": "tab:green"}
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5.5 * (1 + len(panels)), 4.8), squeeze=False)
+    left, rights = axes[0][0], axes[0][1:]
+
+    def grouped(axis, groups: dict, scale: float, fmt: str) -> None:
+        names = list(dict.fromkeys(name for group in groups.values() for name in group))
+        width = 0.8 / len(names)
+        for offset, name in enumerate(names):
+            xs = [i + offset * width for i, group in enumerate(groups.values()) if name in group]
+            values = [scale * group[name] for group in groups.values() if name in group]
+            axis.bar(xs, values, width, label=LABELS.get(name, name), color=colors.get(name))
+            for x, value in zip(xs, values, strict=True):
+                axis.text(x, value, fmt.format(value), ha="center", va="bottom", fontsize=8)
+        axis.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(groups))], list(groups))
+        axis.legend(fontsize=8)
+
+    grouped(left, accuracy, 100, "{:.1f}")
+    left.set_ylabel("mAP50-95 (points, higher is better)")
+    left.set_title("accuracy on the fixture's val split")
+    for axis, (panel_title, latency) in zip(rights, panels, strict=True):
+        grouped(axis, {f"{t} thr": v for t, v in latency.items()}, 1, "{:.0f}")
+        axis.set_ylabel("median latency ms (lower is better)")
+        axis.set_title(panel_title)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def compare_at_640(
+    weights: Path,
+    data_yaml: Path,
+    calibration_yaml: Path,
+    workdir: Path,
+    common: list[str],
+    threads: int,
+    args: argparse.Namespace,
+) -> Comparison:
+    """The fixture's weights exported at 640 by both converters: a trained YOLO11n at the size a Pi runs."""
+    ours = run_convert(
+        weights, workdir / "fixture-640", data_yaml, ["--imgsz", str(ULTRALYTICS_IMGSZ), *common, "--force"]
+    )
+    theirs = run_export(weights, ULTRALYTICS_IMGSZ, calibration_yaml, workdir / "ultralytics-640")
+    bundle = load_bundle(ours.bundle)
+    models = {p: verify_model_file(bundle, p) for p in ("fp32", "int8")}
+    models["int8 Ultralytics"] = theirs.onnx_path
+    tensor = val_tensors(data_yaml, bundle.imgsz, 1)[0]
+    latency = time_models(models, tensor, threads, args.runs, f"fixture weights at {ULTRALYTICS_IMGSZ}")
+    scores = score(models, data_yaml, ours.bundle, args.val_size, threads)
+    label = f"fixture weights, {ULTRALYTICS_IMGSZ}"
+    return Comparison(label, models, scores, latency, ours, theirs, file_sizes(models))
+
+
 def verdict(name: str, target: str, value: float, passed: bool, shown: str) -> tuple[str, ...]:
     return (name, target, shown, "PASS" if passed else "MISS")
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _found_again(scores: Scores) -> str:
+    if scores.agreement is None:
+        return "(reference)"
+    share = scores.agreement.share
+    return "-" if share is None else f"{100 * share:.1f} % of {scores.agreement.reference_boxes}"
+
+
+def _difference(ours: float | None, theirs: float | None) -> str:
+    return "-" if ours is None or theirs is None else f"{100 * (ours - theirs):+.2f}"
+
+
+def ultralytics_tables(
+    comparisons: list[Comparison], quantized: dict, cpu: str, runs: int
+) -> tuple[list[Table], list[tuple[str, ...]]]:
+    """The side-by-side tables against Ultralytics' INT8 export, and its rows for the Targets table."""
+    thread_counts = sorted({t for c in comparisons for t in c.latency})
+    rows = []
+    for c in comparisons:
+        for name in c.models:
+            made = c.theirs.seconds if name == "int8 Ultralytics" else c.ours.seconds
+            rows.append(
+                (
+                    c.label,
+                    LABELS[name],
+                    _points(c.scores[name].map50),
+                    _points(c.scores[name].map50_95),
+                    _found_again(c.scores[name]),
+                    f"{c.sizes[name] / 1e6:.2f}",
+                    *(f"{c.latency[t][name]:.1f}" for t in thread_counts),
+                    f"{made:.0f}" if name != "fp32" else "",
+                )
+            )
+    side_by_side = Table(
+        "INT8 against Ultralytics' own INT8 ONNX export (same weights, calibration images, validation images, threads)",
+        (
+            "model",
+            "contender",
+            "mAP50",
+            "mAP50-95",
+            "FP32 boxes found again",
+            "size MB",
+            *(f"{t} thr ms" for t in thread_counts),
+            "make s",
+        ),
+        tuple(rows),
+        (
+            "Ultralytics: `YOLO(pt).export(format='onnx', quantize=8, data=CALIB.yaml, imgsz=N)` (8.4), offline; "
+            "CALIB.yaml points its val split at the calibration images our converter used. "
+            "FP32 is our bundle's model; both INT8 models come from the same .pt.",
+            "mAP on the labelled val split through the agent's letterbox and postprocessing (Ultralytics' val "
+            "thresholds); found again: share of FP32's boxes (confidence 0.25, the agent's default) that the "
+            "INT8 model also reports, same class, IoU >= 0.5.",
+            f"Latency: median of {runs} runs per model on one val image, all three taking turns in blocks of "
+            f"{TIMING_BLOCK_RUNS}, the agent's session options; {cpu}.",
+            "make s: wall time of the process; ours includes validation, theirs is export and calibration only.",
+            "The 640 row is the fixture's weights (trained at 256) exported at 640: a trained YOLO11n at the size "
+            "a Pi runs. Its mAP is lower than at 256 because the shapes are 2.5x the size it learnt.",
+        ),
+    )
+    ratio_rows = []
+    targets = []
+    for c in comparisons:
+        ours, theirs = c.scores["int8"], c.scores["int8 Ultralytics"]
+        found = (
+            "-"
+            if ours.agreement is None or theirs.agreement is None or ours.agreement.share is None
+            else f"{100 * (ours.agreement.share - theirs.agreement.share):+.1f}"
+        )
+        for t in thread_counts:
+            ratio = c.latency[t]["int8 Ultralytics"] / c.latency[t]["int8"]
+            ratio_rows.append(
+                (
+                    c.label,
+                    str(t),
+                    f"{c.latency[t]['int8']:.1f}",
+                    f"{c.latency[t]['int8 Ultralytics']:.1f}",
+                    f"{ratio:.2f}x",
+                    f"{c.latency[t]['fp32'] / c.latency[t]['int8 Ultralytics']:.2f}x",
+                    _difference(ours.map50_95, theirs.map50_95),
+                    found,
+                )
+            )
+            targets.append(
+                verdict(
+                    f"INT8 speed, ours over Ultralytics' INT8, {c.label}, {t} thread{'s' if t > 1 else ''}",
+                    f">= {TARGET_OVER_ULTRALYTICS:.1f}x",
+                    ratio,
+                    ratio >= TARGET_OVER_ULTRALYTICS,
+                    f"{ratio:.2f}x",
+                )
+            )
+        if ours.map50_95 is not None and theirs.map50_95 is not None:
+            gain = 100 * (ours.map50_95 - theirs.map50_95)
+            targets.append(
+                verdict(
+                    f"INT8 mAP50-95, ours minus Ultralytics' INT8, {c.label}",
+                    f">= {TARGET_MAP_OVER_ULTRALYTICS:+.1f} points",
+                    gain,
+                    gain >= TARGET_MAP_OVER_ULTRALYTICS,
+                    f"{gain:+.2f}",
+                )
+            )
+    ratios = Table(
+        "Ours over Ultralytics' INT8",
+        (
+            "model",
+            "threads",
+            "INT8 ours ms",
+            "INT8 Ultralytics ms",
+            "ours faster by",
+            "Ultralytics INT8 over FP32",
+            "mAP50-95 ours - theirs",
+            "found again ours - theirs",
+        ),
+        tuple(ratio_rows),
+        ("Speed ratios are Ultralytics' median latency over ours; differences in points.",),
+    )
+    quantized_rows = tuple(
+        (
+            label,
+            LABELS[name],
+            q.activations,
+            q.weights,
+            ", ".join(f"{op} {n}" for op, n in q.int8_ops),
+            str(q.float_ops),
+        )
+        for (label, name), q in quantized.items()
+    )
+    what = Table(
+        "What each INT8 model runs on 8-bit tensors",
+        ("model", "contender", "activations", "weights", "integer nodes (QDQ groups onnxruntime fuses)", "float nodes"),
+        quantized_rows,
+        (
+            "Integer node: every tensor input dequantized and every output quantized again, so onnxruntime runs it "
+            "as one integer kernel; a float node runs in float32 even where it reads a dequantized tensor.",
+        ),
+    )
+    return [side_by_side, ratios, what], targets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-size", type=int, default=100, help="labelled validation images (default 100)")
     parser.add_argument("--threads", type=int, default=0, help="the 'all cores' thread count (default: all)")
     parser.add_argument("--runs", type=int, default=60, help="timed runs per model and thread count (default 60)")
-    parser.add_argument("--skip-yolo11n-640", action="store_true", help="skip the YOLO11n-at-640 conversion time")
+    parser.add_argument(
+        "--skip-yolo11n-640", action="store_true", help="skip everything at 640 (conversion time, speed, comparison)"
+    )
+    parser.add_argument(
+        "--skip-ultralytics", action="store_true", help="skip the comparison with Ultralytics' own INT8 export"
+    )
     parser.add_argument(
         "--compare-calibration", action="store_true", help="also convert with every calibration method x activation"
     )
@@ -184,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threads = args.threads or default_threads()
     args.out.mkdir(parents=True, exist_ok=True)
+    comparisons: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="yolo-edge-convbench-") as tmp:
         workdir = Path(tmp)
         progress("regenerating the fixture dataset from its seed")
@@ -199,10 +442,23 @@ def main(argv: list[str] | None = None) -> int:
         tensors = val_tensors(data_yaml, bundle.imgsz, SPEED_TENSORS)
         progress("quantizing every node, head tail included, for the speed ceiling")
         models["int8 all nodes"] = quantize_all_nodes(models["fp32"], workdir / "all-nodes.onnx", tensors)
-        latency: dict[int, dict[str, float]] = {}
-        for count in sorted({1, threads}):
-            progress(f"timing FP32 / INT8 / all-nodes INT8, {count} thread(s), {args.runs} runs each")
-            latency[count] = median_latencies(models, tensors[0], count, args.runs)
+        theirs = None
+        if not args.skip_ultralytics:
+            # The very images our converter calibrated on: the train split holds exactly --calib-size of them.
+            calibration_yaml = write_calibration_yaml(
+                data_yaml.parent / "images" / "train", bundle.names, workdir / "ultralytics-calibration.yaml"
+            )
+            theirs = run_export(args.weights, bundle.imgsz[0], calibration_yaml, workdir / "ultralytics")
+            models["int8 Ultralytics"] = theirs.onnx_path
+        latency = time_models(models, tensors[0], threads, args.runs, f"fixture {bundle.imgsz[0]}")
+        if theirs is not None:
+            contenders = {k: models[k] for k in ("fp32", "int8", "int8 Ultralytics")}
+            scores = score(contenders, data_yaml, fixture.bundle, args.val_size, threads)
+            comparisons.append(
+                Comparison(
+                    f"fixture, {bundle.imgsz[0]}", contenders, scores, latency, fixture, theirs, file_sizes(contenders)
+                )
+            )
         yolo11n = None
         latency_640: dict[int, dict[str, float]] = {}
         if not args.skip_yolo11n_640:
@@ -220,12 +476,20 @@ def main(argv: list[str] | None = None) -> int:
             bundle_640 = load_bundle(yolo11n.bundle)
             models_640 = {p: verify_model_file(bundle_640, p) for p in ("fp32", "int8")}
             tensor_640 = val_tensors(data_yaml, bundle_640.imgsz, 1)[0]
-            for count in sorted({1, threads}):
-                progress(f"timing YOLO11n 640 FP32 / INT8, {count} thread(s), {args.runs} runs each")
-                latency_640[count] = median_latencies(models_640, tensor_640, count, args.runs)
+            latency_640 = time_models(models_640, tensor_640, threads, args.runs, "YOLO11n 640")
+            if theirs is not None:
+                comparisons.append(
+                    compare_at_640(args.weights, data_yaml, calibration_yaml, workdir, common, threads, args)
+                )
         comparison = (
             calibration_comparison(args.weights, data_yaml, workdir, common) if args.compare_calibration else None
         )
+        quantized = {
+            (c.label, name): summarize_quantization(onnx.load(str(path)))
+            for c in comparisons
+            for name, path in c.models.items()
+            if name != "fp32"
+        }
 
     fp32_map, int8_map = per["fp32"]["map50_95"], per["int8"]["map50_95"]
     drop = validation["map50_95_drop_points"]
@@ -318,12 +582,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{yolo11n.seconds:.0f} s",
             )
         )
+    against_ultralytics: list[Table] = []
+    if comparisons:
+        against_ultralytics, ultralytics_targets = ultralytics_tables(comparisons, quantized, cpu, args.runs)
+        verdicts += ultralytics_targets
     verdict_table = Table("Targets", ("measure", "target", "measured", "result"), tuple(verdicts))
-    tables = [verdict_table, accuracy_table, speed_table, time_table] + ([comparison] if comparison else [])
+    tables = [verdict_table, accuracy_table, speed_table, *against_ultralytics, time_table]
+    tables += [comparison] if comparison else []
     for table in tables:
         print(render_text(table))
     png = args.out / "converter_bench.png"
-    plot(png, {"fp32": fp32_map, "int8": int8_map}, latency, f"yolo-edge converter: fixture, {cpu}")
+    accuracy = {c.label: {n: v.map50_95 for n, v in c.scores.items()} for c in comparisons}
+    panels = [(f"latency, fixture {bundle.imgsz[0]}", latency)]
+    panels += [(f"latency, {c.label}", c.latency) for c in comparisons[1:]]
+    plot(
+        png,
+        accuracy or {f"fixture, {bundle.imgsz[0]}": {"fp32": fp32_map, "int8": int8_map}},
+        panels,
+        f"yolo-edge converter against Ultralytics' INT8 export, {cpu}",
+    )
     command = command_line("benchmarks.converter_bench", argv if argv is not None else sys.argv[1:])
     text = ["# Converter benchmark", "", f"`{command}`", "", "![converter benchmark](converter_bench.png)", ""]
     (args.out / "converter_bench.md").write_text("\n".join(text + [render_markdown(t) for t in tables]))

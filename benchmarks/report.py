@@ -3,9 +3,11 @@
     python -m benchmarks.report [--skip PART,...] [--only PART,...] [--stitch] [--quick] [--out benchmarks/results]
 
 Parts, each its own command that can be run alone (see PARTS): converter (FP32 against INT8:
-accuracy, latency, size), calibration (INT8 accuracy against calibration set size), stages (the
-agent's per-stage latency at 320 and 640, FP32 and INT8, 1 and 2 threads), agent (the agent
-against a bare session and Ultralytics), broker (50 simulated agents on one Mosquitto).
+accuracy, latency, size; our INT8 against Ultralytics' own INT8 export), calibration (INT8
+accuracy against calibration set size), stages (the agent's per-stage latency at 320 and 640,
+FP32 and INT8, 1 and 2 threads), agent (the agent against a bare session and Ultralytics),
+broker (50 simulated agents on one Mosquitto), tracking (our tracker against ByteTrack on the
+same detections: MOTA, IDF1, ID switches, time per frame).
 
 This script only orchestrates: it runs each part as a child process (its progress shows as it
 goes), then writes REPORT.md: the machine, every part's Targets / Headline table lifted to the
@@ -60,7 +62,7 @@ class Part:
 PARTS = (
     Part(
         "converter",
-        "Converter: FP32 against INT8",
+        "Converter: FP32 against INT8, and against Ultralytics' INT8 export",
         "benchmarks.converter_bench",
         (("--compare-calibration",),),
         (("--calib-size", "16", "--val-size", "4", "--runs", "3", "--skip-yolo11n-640"),),
@@ -100,6 +102,14 @@ PARTS = (
         ((),),
         (("--agents", "3", "--seconds", "3"),),
         ("broker_load.md",),
+    ),
+    Part(
+        "tracking",
+        "Tracking quality and speed against ByteTrack",
+        "benchmarks.tracking_bench",
+        ((),),
+        (("--frames", "20", "--rounds", "1", "--timing-frames", "20", "--objects", "1,20"),),
+        ("tracking_bench.md",),
     ),
 )
 PART_KEYS = tuple(part.key for part in PARTS)

@@ -4,6 +4,7 @@
     yolo-edge-fleet set DEVICE... --json '{"confidence": 0.5}'
     yolo-edge-fleet deploy DEVICE... --url URL --sha256 HEX
     yolo-edge-fleet dashboard [--listen 127.0.0.1:8080] [--broker-ws ws://HOST:9001]
+    yolo-edge-fleet exporter [--listen 127.0.0.1:9108]   Prometheus metrics of every device (fleet/exporter/)
 
 `yolo-edge-agent fleet ...` is the same command under the agent's name (an alias kept for scripts).
 
@@ -22,6 +23,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,11 +31,13 @@ from typing import TYPE_CHECKING
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
 from agent.transport import topics
 from fleet.dashboard_server import add_dashboard_parser, command_dashboard
+from fleet.exporter.command import add_exporter_parser, command_exporter
 from fleet.view import (
     LIST_TOPICS,
+    DeployState,
     DeviceView,
     Outcome,
-    answers_set,
+    answers_request,
     device_json,
     devices_from,
     devices_table,
@@ -68,7 +72,7 @@ class Target:
     all_online: bool
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
+def _connection_options(parser: argparse.ArgumentParser, listing: bool = True) -> None:
     # SUPPRESS: given before or after the action (`fleet --host h set ...` or `fleet set ... --host h`),
     # neither parser's default overwrites what the other one read.
     quiet = argparse.SUPPRESS
@@ -82,6 +86,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-cert", type=Path, default=quiet)
     group.add_argument("--tls-key", type=Path, default=quiet)
     group.add_argument("--prefix", default=quiet, help="topic prefix (default yolo-edge)")
+    if not listing:  # a long-running action: no collection window, no table
+        return
     parser.add_argument("--wait", type=float, default=quiet, help="seconds to collect retained messages (2)")
     parser.add_argument("--format", choices=("table", "json"), default=quiet, help="output (table)")
 
@@ -108,6 +114,7 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     deploy.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the outcome (300)")
     _connection_options(deploy)
     add_dashboard_parser(actions)
+    add_exporter_parser(actions, _connection_options)
 
 
 def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
@@ -156,6 +163,7 @@ def _set_payload(text: str) -> bytes:
         raise UsageError(f"--json is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise UsageError(f"--json must be a JSON object of settings, got {type(body).__name__}")
+    body.setdefault("request_id", new_request_id())  # one the user gave is kept: answers are matched by it
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
@@ -164,7 +172,13 @@ def _deploy_payload(url: str, sha256: str) -> bytes:
         raise UsageError(f"--url {url!r} is not an https:// or http:// URL")
     if not SHA256_RE.fullmatch(sha256):
         raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
-    return json.dumps({"url": url, "sha256": sha256.lower()}, separators=(",", ":")).encode("utf-8")
+    body = {"url": url, "sha256": sha256.lower(), "request_id": new_request_id()}
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def new_request_id() -> str:
+    """A request id no other operator's command carries: answers are told apart by it."""
+    return f"fleet-{uuid.uuid4().hex[:20]}"
 
 
 def _seconds(args: argparse.Namespace, name: str, default: float) -> float:
@@ -199,6 +213,8 @@ def command_fleet(args: argparse.Namespace, prog: str = ALIAS_PROG) -> int:
     """Run one fleet action; every error a user can cause is one line on stderr and exit code 2."""
     if args.action == "dashboard":
         return command_dashboard(args, prog)
+    if args.action == "exporter":
+        return command_exporter(args, prog, _mqtt_config)
     try:
         request = _request(args)
         mqtt = _mqtt_config(args)
@@ -275,7 +291,9 @@ def _set(
     client: MqttSession, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
 ) -> list[Outcome]:
     """Publish `set` to each device; each one's first `set/result` that answers it, or a timeout."""
-    sent_keys = frozenset(json.loads(payload))
+    body = json.loads(payload)
+    request_id = body.pop("request_id")
+    sent_keys = frozenset(body)
     for device in devices:
         client.publish(topics.device_topic(prefix, device, topics.SET), payload)
     answers: dict[str, Outcome] = {}
@@ -289,7 +307,8 @@ def _set(
             continue
         if kind != topics.SET_RESULT or message.retained or device not in devices or device in answers:
             continue
-        outcome = parse_set_result(message.payload) if answers_set(message.payload, sent_keys) else None
+        ours = answers_request(message.payload, request_id, sent_keys)
+        outcome = parse_set_result(message.payload) if ours else None
         if outcome is not None:
             answers[device] = replace(outcome, device=device)
             _progress(device, f"{outcome.state} {outcome.detail}")
@@ -302,7 +321,8 @@ def _deploy(
     client: MqttSession, prefix: str, devices: list[str], payload: bytes, timeout: float, statuses: dict[str, str]
 ) -> list[Outcome]:
     """Publish `deploy` to each device and follow its `deploy/state` until active, failed or rolled_back."""
-    sha256 = json.loads(payload)["sha256"]
+    body = json.loads(payload)
+    sha256, request_id = body["sha256"], body["request_id"]
     for device in devices:
         client.publish(topics.device_topic(prefix, device, topics.DEPLOY), payload)
         _progress(device, "deploy sent")
@@ -316,7 +336,7 @@ def _deploy(
         if where is None or where[1] != topics.DEPLOY_STATE or message.retained:
             continue
         device, state = where[0], parse_deploy_state(message.payload)
-        if device not in devices or device in done or state is None or (state.sha256 or sha256).lower() != sha256:
+        if device not in devices or device in done or state is None or not _ours(state, request_id, sha256):
             continue
         text = f"{state.state}: {state.reason}" if state.reason else state.state
         if last.get(device) != text:
@@ -327,6 +347,14 @@ def _deploy(
             if len(done) == len(devices):
                 break
     return [done.get(device) or _last_seen(device, timeout, statuses, last) for device in devices]
+
+
+def _ours(state: DeployState, request_id: str, sha256: str) -> bool:
+    """A state answers our deploy when it carries our request id; from an agent before request ids,
+    when it names our archive (a retained state from earlier deploys was skipped already)."""
+    if state.request_id is not None:
+        return state.request_id == request_id
+    return (state.sha256 or sha256).lower() == sha256
 
 
 def _last_seen(device: str, timeout: float, statuses: dict[str, str], last: dict[str, str]) -> Outcome:

@@ -9,12 +9,16 @@ from agent.config import MqttConfig
 from agent.transport.connection import MqttSettings
 from agent.transport.session import MqttSession
 
-__all__ = ["fleet_session"]
+__all__ = ["fleet_session", "fleet_settings"]
+
+
+def fleet_settings(mqtt: MqttConfig) -> MqttSettings:
+    """The connection settings of `mqtt` with a client id of the tool's own, topics under the bare prefix."""
+    # A client id of its own: run on a Pi, the device id would make the broker drop the agent.
+    client_id = f"yolo-edge-fleet-{os.getpid()}-{os.urandom(3).hex()}"
+    return replace(MqttSettings.from_config(mqtt), client_id=client_id, topic_prefix=mqtt.prefix)
 
 
 def fleet_session(mqtt: MqttConfig, timeout: float) -> MqttSession:
-    """An unconnected session to the broker of `mqtt`, topics under the bare prefix (every device)."""
-    # A client id of its own: run on a Pi, the device id would make the broker drop the agent.
-    client_id = f"yolo-edge-fleet-{os.getpid()}-{os.urandom(3).hex()}"
-    settings = replace(MqttSettings.from_config(mqtt), client_id=client_id, topic_prefix=mqtt.prefix)
-    return MqttSession(settings, timeout)
+    """An unconnected session to the broker of `mqtt` (every device)."""
+    return MqttSession(fleet_settings(mqtt), timeout)

@@ -46,6 +46,7 @@ class DeployState:
     reason: str | None = None
     sha256: str | None = None
     ts: float | None = None
+    request_id: str | None = None  # of the deploy command it answers, when that carried one
 
     @property
     def done(self) -> bool:
@@ -142,7 +143,9 @@ def parse_deploy_state(payload: bytes) -> DeployState | None:
     if state is None:
         return None
     reason = _text(body.get("reason")) or _text(body.get("error"))
-    return DeployState(state, reason, _text(body.get("sha256")), _number(body.get("ts")))
+    ids = body.get("request_id")
+    request_id = ids if isinstance(ids, str) else None
+    return DeployState(state, reason, _text(body.get("sha256")), _number(body.get("ts")), request_id)
 
 
 def parse_set_result(payload: bytes) -> Outcome | None:
@@ -156,14 +159,16 @@ def parse_set_result(payload: bytes) -> Outcome | None:
     return Outcome("", False, "rejected", _text(body.get("error")) or "rejected without a reason")
 
 
-def answers_set(payload: bytes, sent_keys: frozenset[str]) -> bool:
-    """Whether a `set/result` answers a change of `sent_keys`.
+def answers_request(payload: bytes, request_id: str, sent_keys: frozenset[str]) -> bool:
+    """Whether a `set/result` answers our `set`, sent with `request_id` and changing `sent_keys`.
 
-    The reply carries no request id (the agent refuses keys it does not know), so an acceptance
-    counts only when it applied exactly the keys sent: another operator's change arriving at the
-    same moment is not taken for ours. A rejection always counts.
+    An answer carrying a request id is ours when the id is. An agent from before request ids sends
+    none: then an acceptance counts only when it applied exactly the keys sent, so another operator's
+    change arriving at the same moment is not taken for ours, and a rejection always counts.
     """
     body = _json_object(payload)
+    if body is not None and "request_id" in body:
+        return body["request_id"] == request_id
     if body is None or body.get("ok") is not True:
         return True
     applied = body.get("applied")

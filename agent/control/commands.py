@@ -12,10 +12,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings, rejected_payload
 from agent.transport.payloads import dumps
+from agent.transport.publisher import ReplyTo
 
 log = logging.getLogger("yolo_edge.commands")
 
@@ -27,30 +29,51 @@ class CommandInbox:
 
     names: the model's class id -> label, copied so the network thread never reads the detector.
     reply: publishes one `set/result` payload; called for rejections on the network thread.
+    reply_to: publishes an answer to an MQTT 5 command's response topic as well (None: not over MQTT).
     """
 
-    def __init__(self, names: Mapping[int, str], reply: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        names: Mapping[int, str],
+        reply: Callable[[bytes], None],
+        reply_to: Callable[[ReplyTo, bytes], None] | None = None,
+    ) -> None:
         self._names = MappingProxyType(dict(names))
         self._reply = reply
+        self._reply_to = reply_to
         self._changes: queue.Queue[SettingsChange] = queue.Queue(MAX_PENDING_CHANGES)
         self._snapshot = threading.Event()
 
-    def on_set(self, payload: bytes) -> None:
-        """A `set` message: queue the change if all of it is valid, else reply why not."""
+    def on_set(self, payload: bytes, reply_to: ReplyTo | None = None) -> None:
+        """A `set` message: queue the change if all of it is valid, else reply why not.
+
+        reply_to: the MQTT 5 response topic and correlation data the message carried, answered too.
+        """
         try:
-            self._changes.put_nowait(parse_settings(payload, self._names))
+            change = replace(parse_settings(payload, self._names), reply_to=reply_to)
         except SettingsRejected as rejected:
-            self._reject(rejected)
+            self.reject(rejected, reply_to)
+            return
+        try:
+            self._changes.put_nowait(change)
         except queue.Full:
-            self._reject(SettingsRejected([f"{MAX_PENDING_CHANGES} changes are waiting for a frame; try again"], []))
+            busy = f"{MAX_PENDING_CHANGES} changes are waiting for a frame; try again"
+            self.reject(SettingsRejected([busy], [], change.request_id), reply_to)
 
     def use_names(self, names: Mapping[int, str]) -> None:
         """The labels `set` is checked against from now on (frame loop, when a deployed model takes over)."""
         self._names = MappingProxyType(dict(names))
 
-    def reject(self, rejected: SettingsRejected) -> None:
-        """Answer a queued change that cannot be applied after all (frame loop)."""
-        self._reject(rejected)
+    def reject(self, rejected: SettingsRejected, reply_to: ReplyTo | None = None) -> None:
+        """Answer a change that cannot be applied (network thread: invalid; frame loop: no longer valid)."""
+        log.warning("set rejected: %s", rejected)
+        self.answer(dumps(rejected_payload(time.time(), rejected)), reply_to)
+
+    def answer(self, payload: bytes, reply_to: ReplyTo | None) -> None:
+        """One `set/result` payload, also sent to the command's response topic when it named one."""
+        self._reply(payload)
+        if reply_to is not None and self._reply_to is not None:
+            self._reply_to(reply_to, payload)
 
     def on_snapshot_request(self, payload: bytes) -> None:
         """Any message on `snapshot/request`: one snapshot, however many requests come before it is taken."""
@@ -71,7 +94,3 @@ class CommandInbox:
             return False
         self._snapshot.clear()
         return True
-
-    def _reject(self, rejected: SettingsRejected) -> None:
-        log.warning("set rejected: %s", rejected)
-        self._reply(dumps(rejected_payload(time.time(), rejected)))

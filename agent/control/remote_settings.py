@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from agent.control.request_id import BadRequestId, take_request_id, with_request_id
 from agent.pipeline.postprocess import PostprocessSettings
+from agent.transport.publisher import ReplyTo
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 # Below this the systemd watchdog (WatchdogSec=30, pinged once per frame) would kill a healthy agent.
@@ -69,9 +71,15 @@ class RuntimeSettings:
 
 @dataclass(frozen=True)
 class SettingsChange:
-    """A validated change: only the keys the payload named, already in RuntimeSettings' types."""
+    """A validated change: only the keys the payload named, already in RuntimeSettings' types.
+
+    request_id: the payload's `request_id`, which the answer carries back (None when it had none).
+    reply_to: where an MQTT 5 `set` asked for its answer as well (its response topic), or None.
+    """
 
     values: Mapping[str, Any]
+    request_id: str | None = None
+    reply_to: ReplyTo | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
@@ -81,9 +89,13 @@ class SettingsChange:
 
 
 class SettingsRejected(Exception):
-    """A payload that changes nothing. keys: the settings at fault ([] when the payload as a whole is)."""
+    """A payload that changes nothing. keys: the settings at fault ([] when the payload as a whole is).
 
-    def __init__(self, problems: list[str], keys: list[str]) -> None:
+    request_id: the payload's, when it had a valid one, so that the rejection reaches who asked.
+    """
+
+    def __init__(self, problems: list[str], keys: list[str], request_id: str | None = None) -> None:
+        self.request_id = request_id
         more = len(problems) - _SHOWN_PROBLEMS
         self.problems = problems[:_SHOWN_PROBLEMS] + ([f"and {more} more"] if more > 0 else [])
         self.keys = [key[:_SHOWN_CHARS] for key in keys[:_SHOWN_PROBLEMS]]
@@ -179,6 +191,12 @@ def parse_settings(payload: bytes, names: Mapping[int, str]) -> SettingsChange:
     values: dict[str, Any] = {}
     problems: list[str] = []
     bad: list[str] = []
+    request_id = None
+    try:
+        request_id = take_request_id(body)
+    except BadRequestId as error:
+        problems.append(str(error))
+        bad.append("request_id")
     for key, value in body.items():
         check = _CHECKS.get(key)
         if check is None:
@@ -191,15 +209,17 @@ def parse_settings(payload: bytes, names: Mapping[int, str]) -> SettingsChange:
             problems.append(f"{key}: {_shown(value)} is not allowed; expected {error}")
             bad.append(key)
     if problems:
-        raise SettingsRejected(problems, bad)
-    return SettingsChange(values)
+        raise SettingsRejected(problems, bad, request_id)
+    return SettingsChange(values, request_id)
 
 
 def accepted_payload(ts: float, change: SettingsChange, settings: RuntimeSettings) -> dict[str, Any]:
     """The reply on `set/result` once a change is in force: what it changed and every setting now."""
-    return {"ok": True, "ts": round(ts, 3), "applied": change.as_dict(), "settings": settings.as_dict()}
+    body = {"ok": True, "ts": round(ts, 3), "applied": change.as_dict(), "settings": settings.as_dict()}
+    return with_request_id(body, change.request_id)
 
 
 def rejected_payload(ts: float, rejected: SettingsRejected) -> dict[str, Any]:
     """The reply on `set/result` to a payload that changed nothing: the problems and the keys at fault."""
-    return {"ok": False, "ts": round(ts, 3), "error": str(rejected), "keys": rejected.keys}
+    body = {"ok": False, "ts": round(ts, 3), "error": str(rejected), "keys": rejected.keys}
+    return with_request_id(body, rejected.request_id)

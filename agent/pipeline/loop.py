@@ -296,7 +296,7 @@ class AgentLoop:
         if unknown := sorted({*runtime.classes, *runtime.class_confidence} - set(self.detector.names.values())):
             keys = [key for key in ("classes", "class_confidence") if key in change.values]
             problem = f"labels the model now running does not know: {', '.join(unknown)}"
-            self.inbox.reject(SettingsRejected([problem], keys))
+            self.inbox.reject(SettingsRejected([problem], keys, change.request_id), change.reply_to)
             return
         if runtime.max_fps != self.runtime.max_fps:
             self._next_frame_mono = 0.0  # a new rate starts with the next frame, not after the old wait
@@ -304,7 +304,7 @@ class AgentLoop:
         self.runtime = runtime
         log.info("settings changed: %s", dumps(change.as_dict()).decode())
         self._publish_settings()
-        self.publisher.publish(topics.SET_RESULT, dumps(accepted_payload(time.time(), change, runtime)), qos=0)
+        self.inbox.answer(dumps(accepted_payload(time.time(), change, runtime)), change.reply_to)
 
     # -- deployed models --------------------------------------------------------------------------
 

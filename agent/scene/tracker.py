@@ -4,28 +4,34 @@ The passes follow ByteTrack's idea: detections scoring at least HIGH_SCORE are m
 every track; the weaker ones then only continue tracks left unmatched, so a person half hidden
 behind a car keeps their id, while a weak detection never starts a track of its own. Matching is
 greedy in descending IoU: with boxes that overlap little between distinct objects it picks what an
-optimal assignment would, without the Hungarian algorithm's cost (or scipy) on a Pi.
+optimal assignment would, without the Hungarian algorithm's cost (or scipy) on a Pi. A strong
+detection left over that covers one already matched in this frame is the same object seen as a
+second class (detectors' NMS is per class): it starts no track of its own.
 
 A track gets its id once `min_hits` detector frames matched it (one-frame false positives never
 do), and ends after `max_lost_s` seconds without a match. Frames the motion gate let pass without
 detection never reach the tracker; a detector frame the caller marks `still` (no motion since the
 last one) neither moves the predictions nor ages the tracks, since nothing in the scene moved.
+
+Every track's state lives in arrays, one row per track, so a frame costs a fixed number of numpy
+operations whatever the number of objects; only the pairs that could match are looped over.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.pipeline.detections import Detections
-from agent.scene.kalman import BoxFilter, to_cxcywh
+from agent.scene.kalman import BoxFilters, to_cxcywh
 
 HIGH_SCORE = 0.5
 MATCH_IOU = 0.3  # first pass: a high-score detection and a predicted box
 LOW_MATCH_IOU = 0.5  # second pass: weak detections must overlap more to continue a track
+DUPLICATE_IOU = 0.7  # a leftover detection overlapping a matched one this much is that same object
 # The centre may wander this share of the box's larger side and the object still counts as not moving.
 STATIONARY_SHARE = 0.15
 
@@ -67,136 +73,178 @@ class TrackUpdate:
     ended: tuple[TrackedObject, ...]
 
 
-@dataclass
-class _Track:
-    filter: BoxFilter
-    class_scores: dict[int, float]
-    score: float
-    top_score: float
-    start_ts: float
-    last_seen_ts: float
-    anchor: np.ndarray  # centre where the object last started to stand still
-    anchor_ts: float
-    hits: int = 1
-    lost_s: float = 0.0
-    id: str | None = None
-    box: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
-
-    @property
-    def class_id(self) -> int:
-        # The class with the highest accumulated score: a flickering label settles on the likelier one.
-        return max(self.class_scores, key=self.class_scores.__getitem__)
-
-
 def new_track_id(start_ts: float) -> str:
     """Unique across restarts of the device: the start time and 24 random bits."""
     return f"{start_ts:.3f}-{secrets.token_hex(3)}"
+
+
+class _Tracks:
+    """Every track's state, row i for track i. ids[i] is None while the track is tentative."""
+
+    def __init__(self) -> None:
+        self.filters = BoxFilters()
+        self.box = np.zeros((0, 4), np.float32)  # last matched box, or the prediction while lost
+        self.score = np.zeros(0)
+        self.top_score = np.zeros(0)
+        self.start_ts = np.zeros(0)
+        self.last_seen_ts = np.zeros(0)
+        self.anchor = np.zeros((0, 2))  # centre where the object last started to stand still
+        self.anchor_ts = np.zeros(0)
+        self.hits = np.zeros(0, np.int64)
+        self.lost_s = np.zeros(0)
+        # Accumulated score per class id, columns added as new class ids turn up: the label is the
+        # class with the most, so a flickering label settles on the likelier one.
+        self.class_scores = np.zeros((0, 0))
+        self.ids: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, ts: float) -> None:
+        n = len(boxes)
+        self.filters.add(boxes)
+        self.box = np.concatenate([self.box, boxes.astype(np.float32)])
+        self.score = np.concatenate([self.score, scores])
+        self.top_score = np.concatenate([self.top_score, scores])
+        self.start_ts = np.concatenate([self.start_ts, np.full(n, ts)])
+        self.last_seen_ts = np.concatenate([self.last_seen_ts, np.full(n, ts)])
+        self.anchor = np.concatenate([self.anchor, to_cxcywh(boxes)[:, :2]])
+        self.anchor_ts = np.concatenate([self.anchor_ts, np.full(n, ts)])
+        self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
+        self.lost_s = np.concatenate([self.lost_s, np.zeros(n)])
+        self.class_scores = np.concatenate([self.class_scores, np.zeros((n, self.class_scores.shape[1]))])
+        self._add_class_scores(np.arange(len(self.ids), len(self.ids) + n), class_ids, scores)
+        self.ids.extend([None] * n)
+
+    def matched(
+        self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, ts: float
+    ) -> None:
+        self.filters.correct(rows, boxes)
+        self.box[rows] = boxes
+        self.score[rows] = scores
+        self.top_score[rows] = np.maximum(self.top_score[rows], scores)
+        self.hits[rows] += 1
+        self.lost_s[rows] = 0.0
+        self.last_seen_ts[rows] = ts
+        self._add_class_scores(rows, class_ids, scores)
+        measured = to_cxcywh(boxes)
+        reach = STATIONARY_SHARE * np.maximum(np.maximum(measured[:, 2], measured[:, 3]), 1.0)
+        moved = np.abs(measured[:, :2] - self.anchor[rows]).max(axis=1) > reach
+        self.anchor[rows[moved]] = measured[moved, :2]
+        self.anchor_ts[rows[moved]] = ts
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only these rows (indices, in order)."""
+        self.filters.keep(rows)
+        for name in ("box", "score", "top_score", "start_ts", "last_seen_ts", "anchor", "anchor_ts", "hits",
+                     "lost_s", "class_scores"):  # fmt: skip
+            setattr(self, name, getattr(self, name)[rows])
+        self.ids = [self.ids[i] for i in rows.tolist()]
+
+    def _add_class_scores(self, rows: np.ndarray, class_ids: np.ndarray, scores: np.ndarray) -> None:
+        if len(class_ids) and int(class_ids.max()) >= self.class_scores.shape[1]:
+            grow = int(class_ids.max()) + 1 - self.class_scores.shape[1]
+            self.class_scores = np.pad(self.class_scores, ((0, 0), (0, grow)))
+        self.class_scores[rows, class_ids] += scores
 
 
 class Tracker:
     def __init__(self, settings: TrackerSettings, make_id: Callable[[float], str] = new_track_id) -> None:
         self.settings = settings
         self._make_id = make_id
-        self._tracks: list[_Track] = []
+        self._tracks = _Tracks()
         self._last_ts: float | None = None
 
     @property
     def active(self) -> int:
-        return sum(t.id is not None for t in self._tracks)
+        return sum(i is not None for i in self._tracks.ids)
 
     def update(self, detections: Detections, ts: float, still: bool = False) -> TrackUpdate:
         """Match one detector frame's detections (ts: its capture time, Unix seconds)."""
         dt = 0.0 if self._last_ts is None or still else max(0.0, ts - self._last_ts)
         self._last_ts = ts
-        last = np.array([t.box for t in self._tracks], np.float32).reshape(-1, 4)
-        predicted = np.array([t.filter.predict(dt) for t in self._tracks], np.float32).reshape(-1, 4)
-        boxes, scores = detections.boxes_xyxy, detections.scores
-        high = [int(i) for i in np.flatnonzero(scores >= HIGH_SCORE)]
-        low = [int(i) for i in np.flatnonzero(scores < HIGH_SCORE)]
+        tracks = self._tracks
+        boxes, scores, class_ids = detections.boxes_xyxy, detections.scores.astype(np.float64), detections.class_ids
+        n_tracks, n_dets = len(tracks), len(detections)
+        last = tracks.box
+        predicted = tracks.filters.predict(dt)
+        high = scores >= HIGH_SCORE
         # The better of the prediction and the last seen box: an object that stops dead is where it was,
         # not where its velocity would have taken it.
-        iou = np.maximum(iou_matrix(predicted, boxes), iou_matrix(last, boxes))
-        matches = _greedy(iou, list(range(len(self._tracks))), high, MATCH_IOU)
-        unmatched_tracks = [i for i in range(len(self._tracks)) if i not in matches]
-        matches |= _greedy(iou, unmatched_tracks, low, LOW_MATCH_IOU)
+        both = iou_matrix(np.concatenate([predicted, last]), boxes)
+        iou = np.maximum(both[:n_tracks], both[n_tracks:])
+        track_of = np.full(n_dets, -1, np.int64)  # per detection: its track's row, -1 for none
+        _greedy(np.where(high[None, :], iou, 0.0), MATCH_IOU, track_of)
+        taken = np.zeros(n_tracks, bool)
+        taken[track_of[track_of >= 0]] = True
+        _greedy(np.where(high[None, :] | taken[:, None], 0.0, iou), LOW_MATCH_IOU, track_of)
 
-        det_track: dict[int, _Track] = {}
+        det_rows = np.flatnonzero(track_of >= 0)
+        rows = track_of[det_rows]
+        tracks.matched(rows, boxes[det_rows], scores[det_rows], class_ids[det_rows], ts)
+        is_matched = np.zeros(n_tracks, bool)
+        is_matched[rows] = True
         started: list[str] = []
-        for track_index, det in matches.items():
-            track = self._tracks[track_index]
-            self._matched(track, boxes[det], float(scores[det]), int(detections.class_ids[det]), ts)
-            if track.id is None and track.hits >= self.settings.min_hits:
-                track.id = self._make_id(track.start_ts)
-                started.append(track.id)
-            det_track[det] = track
-        kept: list[_Track] = []
-        ended: list[TrackedObject] = []
-        for index, track in enumerate(self._tracks):
-            if index in matches:
-                kept.append(track)
-            elif track.id is None:
-                continue  # a tentative track missed once is dropped: most are false positives
-            else:
-                track.lost_s += dt
-                track.box = track.filter.box
-                if track.lost_s > self.settings.max_lost_s:
-                    ended.append(self._public(track, ts))
-                else:
-                    kept.append(track)
-        for det in high:
-            if det not in det_track:
-                track = self._start(boxes[det], float(scores[det]), int(detections.class_ids[det]), ts)
-                if self.settings.min_hits <= 1:
-                    track.id = self._make_id(ts)
-                    started.append(track.id)
-                det_track[det] = track
-                kept.append(track)
-        self._tracks = kept
+        min_hits = self.settings.min_hits
+        for row in rows[tracks.hits[rows] >= min_hits].tolist():
+            if tracks.ids[row] is None:
+                tracks.ids[row] = self._make_id(float(tracks.start_ts[row]))
+                started.append(tracks.ids[row])
+
+        confirmed = np.array([i is not None for i in tracks.ids], bool)
+        lost = confirmed & ~is_matched
+        tracks.lost_s[lost] += dt
+        tracks.box[lost] = predicted[lost]
+        expired = lost & (tracks.lost_s > self.settings.max_lost_s)
+        ended = tuple(self._public(row, ts) for row in np.flatnonzero(expired).tolist())
+        # A tentative track missed once is dropped: most are false positives.
+        tracks.keep(np.flatnonzero(is_matched | (lost & ~expired)))
+        det_track_row = np.full(n_dets, -1, np.int64)
+        if len(det_rows):
+            # Rows shifted by the drop: the kept rows' new positions.
+            new_row = np.cumsum(is_matched | (lost & ~expired)) - 1
+            det_track_row[det_rows] = new_row[rows]
+
+        fresh = _new_track_detections(high & (track_of < 0), boxes, scores, det_rows)
+        if len(fresh):
+            first = len(tracks)
+            tracks.add(boxes[fresh], scores[fresh], class_ids[fresh], ts)
+            det_track_row[fresh] = np.arange(first, first + len(fresh))
+            if min_hits <= 1:
+                for row in range(first, first + len(fresh)):
+                    tracks.ids[row] = self._make_id(ts)
+                    started.append(tracks.ids[row])  # type: ignore[arg-type]
+        ids = tracks.ids
         return TrackUpdate(
-            track_ids=tuple(det_track[i].id if i in det_track else None for i in range(len(detections))),
-            tracks=tuple(self._public(t, ts) for t in self._tracks if t.id is not None),
+            track_ids=tuple(ids[row] if row >= 0 else None for row in det_track_row.tolist()),
+            tracks=tuple(self._public(row, ts) for row, i in enumerate(ids) if i is not None),
             started=tuple(started),
-            ended=tuple(ended),
+            ended=ended,
         )
 
     def close(self, ts: float) -> tuple[TrackedObject, ...]:
         """End every confirmed track (a clean stop)."""
-        ended = tuple(self._public(t, ts) for t in self._tracks if t.id is not None)
-        self._tracks = []
+        ended = tuple(self._public(row, ts) for row, i in enumerate(self._tracks.ids) if i is not None)
+        self._tracks = _Tracks()
         return ended
 
-    def _start(self, box: np.ndarray, score: float, class_id: int, ts: float) -> _Track:
-        centre = to_cxcywh(box)[:2]
-        track = _Track(BoxFilter(box), {class_id: score}, score, score, ts, ts, centre, ts)
-        track.box = np.asarray(box, np.float32).copy()
-        return track
-
-    def _matched(self, track: _Track, box: np.ndarray, score: float, class_id: int, ts: float) -> None:
-        track.filter.correct(box)
-        track.box = np.asarray(box, np.float32).copy()
-        track.class_scores[class_id] = track.class_scores.get(class_id, 0.0) + score
-        track.score, track.top_score = score, max(track.top_score, score)
-        track.hits += 1
-        track.lost_s = 0.0
-        track.last_seen_ts = ts
-        measured = to_cxcywh(box)
-        if np.abs(measured[:2] - track.anchor).max() > STATIONARY_SHARE * max(measured[2], measured[3], 1.0):
-            track.anchor, track.anchor_ts = measured[:2], ts
-
-    def _public(self, track: _Track, ts: float) -> TrackedObject:
-        assert track.id is not None
-        box = track.box.copy()
+    def _public(self, row: int, ts: float) -> TrackedObject:
+        tracks = self._tracks
+        track_id = tracks.ids[row]
+        assert track_id is not None
+        box = tracks.box[row].copy()
         box.flags.writeable = False
+        last_seen = float(tracks.last_seen_ts[row])
         return TrackedObject(
-            id=track.id,
-            class_id=track.class_id,
+            id=track_id,
+            class_id=int(np.argmax(tracks.class_scores[row])),
             box=box,
-            score=track.score,
-            top_score=track.top_score,
-            start_ts=track.start_ts,
-            last_seen_ts=track.last_seen_ts,
-            stationary=track.last_seen_ts - track.anchor_ts >= self.settings.stationary_s,
-            hits=track.hits,
+            score=float(tracks.score[row]),
+            top_score=float(tracks.top_score[row]),
+            start_ts=float(tracks.start_ts[row]),
+            last_seen_ts=last_seen,
+            stationary=last_seen - float(tracks.anchor_ts[row]) >= self.settings.stationary_s,
+            hits=int(tracks.hits[row]),
         )
 
 
@@ -214,19 +262,35 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _greedy(all_iou: np.ndarray, tracks: list[int], dets: list[int], threshold: float) -> dict[int, int]:
-    """track index -> detection index among `tracks` x `dets`, pairs taken in descending IoU above `threshold`."""
-    if not tracks or not dets:
-        return {}
-    iou = all_iou[np.ix_(tracks, dets)]
-    matches: dict[int, int] = {}
-    used: set[int] = set()
-    for flat in np.argsort(-iou, axis=None):
-        row, col = divmod(int(flat), iou.shape[1])
-        if iou[row, col] <= threshold:
-            break
-        if tracks[row] in matches or dets[col] in used:
+def _greedy(iou: np.ndarray, threshold: float, track_of: np.ndarray) -> None:
+    """Pairs (track row, detection) above `threshold` in descending IoU, each row and detection once;
+    fills track_of[detection] = row for detections still -1 (rows already in track_of stay taken)."""
+    rows, cols = np.nonzero(iou > threshold)
+    if not len(rows):
+        return
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_rows = set(track_of[track_of >= 0].tolist())
+    for row, col in zip(rows[order].tolist(), cols[order].tolist(), strict=True):
+        if row in used_rows or track_of[col] >= 0:
             continue
-        matches[tracks[row]] = dets[col]
-        used.add(dets[col])
-    return matches
+        track_of[col] = row
+        used_rows.add(row)
+
+
+def _new_track_detections(
+    candidates: np.ndarray, boxes: np.ndarray, scores: np.ndarray, matched: np.ndarray
+) -> np.ndarray:
+    """Indices of the leftover strong detections that start tracks: not a second box (another class) on an
+    object already matched, nor on another leftover that scores higher."""
+    fresh = np.flatnonzero(candidates)
+    if not len(fresh):
+        return fresh
+    fresh = fresh[np.argsort(-scores[fresh], kind="stable")]
+    overlap = iou_matrix(boxes[fresh], boxes) >= DUPLICATE_IOU
+    covered = overlap[:, matched].any(axis=1) if len(matched) else np.zeros(len(fresh), bool)
+    chosen: list[int] = []
+    for k, det in enumerate(fresh.tolist()):
+        if covered[k] or any(overlap[k, c] for c in chosen):
+            continue
+        chosen.append(det)
+    return np.array(sorted(chosen), np.int64)

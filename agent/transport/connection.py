@@ -84,8 +84,9 @@ class MqttSettings:
 
 
 def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
-    """A paho client speaking MQTT 3.1.1 with the credentials and TLS of `settings`."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    """A paho client speaking MQTT 5 (for response topics and correlation data) with the credentials
+    and TLS of `settings`."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:

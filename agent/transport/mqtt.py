@@ -23,11 +23,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport import topics
@@ -35,7 +38,7 @@ from agent.transport.connection import MqttSettings, closed_early_hint, describe
 from agent.transport.courier import Courier
 from agent.transport.handover import QUEUED, RetainedStates
 from agent.transport.outbox import NewMessage, Outbox, OutboxError
-from agent.transport.publisher import PublisherHealth
+from agent.transport.publisher import PublisherHealth, ReplyTo
 from agent.transport.spool import Spool
 from agent.transport.topics import checked_suffix
 
@@ -48,7 +51,7 @@ HELD_LIMIT = 1000  # QoS 1 messages held in memory while the outbox cannot store
 
 
 class MqttPublisher:
-    """Publisher over MQTT v3.1.1 with a durable outbox. subscribe() first, start(), then publish(); close() at the end.
+    """Publisher over MQTT 5 with a durable outbox. subscribe() first, start(), then publish(); close() at the end.
 
     The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
     the stats timer and paho's network thread may all call in.
@@ -82,12 +85,13 @@ class MqttPublisher:
         self._courier = Courier(client, outbox, self._spool, self._retained, self._topic(topics.STATUS), window)
         # _lock guards the small state below; it is never held while calling paho or the outbox.
         self._lock = threading.Lock()
-        self._handlers: dict[str, Callable[[bytes], None]] = {}  # full topic -> handler
+        self._handlers: dict[str, _Handler] = {}  # full topic -> handler
         self._connected = False
         self._connects = 0
         self._started = False
         self._closing = False
         self._dropped_qos0 = 0
+        self._refused_by_broker = 0  # QoS 1 messages an MQTT 5 PUBACK refused (the ACL, mostly)
         self._unreachable = False  # log one line per failure streak, not one per retry
         self._refused = False
         self._disconnected = threading.Event()
@@ -135,17 +139,34 @@ class MqttPublisher:
         """publish() to a topic outside `<topic_prefix>/`, such as Home Assistant's discovery topic."""
         self._publish_full(checked_suffix(topic), payload, qos, retain)
 
-    def subscribe(self, topic: str, handler: Callable[[bytes], None], absolute: bool = False) -> None:
-        """Call handler(payload) for each message on `<topic_prefix>/<topic>` (on `topic` itself when absolute).
+    def subscribe(
+        self, topic: str, handler: Callable[..., None], absolute: bool = False, replies: bool = False
+    ) -> None:
+        """Call handler(payload) for each message on `<topic_prefix>/<topic>` (on `topic` itself when absolute);
+        with replies, handler(payload, reply_to): the MQTT 5 response topic and correlation data, or None.
 
         handler runs on paho's network thread: it must be quick and must not wait for the frame loop.
         """
         full = checked_suffix(topic) if absolute else self._topic(topic)
         with self._lock:
-            self._handlers[full] = handler
+            self._handlers[full] = _Handler(handler, replies)
             connected = self._connected
         if connected:  # otherwise the next connect subscribes it
             self._client.subscribe(full, qos=1)
+
+    def publish_reply(self, reply_to: ReplyTo, payload: bytes) -> None:
+        """QoS 0 to the response topic an MQTT 5 command named, with its correlation data, while connected."""
+        properties = Properties(PacketTypes.PUBLISH)
+        if reply_to.correlation is not None:
+            properties.CorrelationData = reply_to.correlation
+        if not self._courier.is_connected:
+            with self._lock:
+                self._dropped_qos0 += 1
+            return
+        try:
+            self._client.publish(reply_to.topic, payload, qos=0, properties=properties)
+        except ValueError as error:  # a response topic with wildcards: the requester's mistake, not ours
+            log.warning("cannot answer on response topic %.80r: %s", reply_to.topic, error)
 
     def _publish_full(self, full: str, payload: bytes, qos: int, retain: bool) -> None:
         if qos >= 1:
@@ -203,6 +224,7 @@ class MqttPublisher:
                     "dropped_overflow": self._spool.dropped_overflow,
                     "dropped_unsendable": self._courier.dropped_unsendable,
                     "dropped_qos0": self._dropped_qos0,
+                    "refused_by_broker": self._refused_by_broker,
                     "inflight": self._courier.inflight,
                     "refused": self._refused,
                 },
@@ -325,15 +347,26 @@ class MqttPublisher:
         try:
             with self._lock:
                 handler = self._handlers.get(message.topic)
-            if handler is not None:
-                handler(bytes(message.payload))
+            if handler is None:
+                return
+            if handler.replies:
+                handler.call(bytes(message.payload), _reply_to(message))
+            else:
+                handler.call(bytes(message.payload))
         except Exception:
             # A handler bug must not take paho's network thread down with it (publishing would stop).
             log.exception("handling an incoming message (mid %d) failed", message.mid)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        # MQTT 3.1.1 PUBACKs carry no reason code: reaching here means the broker has the message.
+        # An MQTT 5 PUBACK may refuse (not authorized by the ACL, quota): sending it again would be
+        # refused again, so it counts as answered, as a 3.1.1 broker's silent drop did; it is logged.
         # paho holds its message lock here: only note it; the courier deletes the row.
+        if reason.is_failure:
+            with self._lock:
+                self._refused_by_broker += 1
+                count = self._refused_by_broker
+            if math.log10(count).is_integer():  # the 1st, 10th, 100th...: a wrong ACL must not flood the log
+                log.warning("the broker refused %d message(s) so far, the last with: %s; check its ACL", count, reason)
         self._courier.acked(mid)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -348,3 +381,18 @@ class MqttPublisher:
         if not self._courier.is_connected:
             return not self.outbox.count() and not self._spool.queued
         return not (self.outbox.count() or self._spool.held_count) and self._courier.stopped_acknowledged()
+
+
+@dataclass(frozen=True)
+class _Handler:
+    call: Callable[..., None]
+    replies: bool  # called with the message's ReplyTo (or None) as well
+
+
+def _reply_to(message: mqtt.MQTTMessage) -> ReplyTo | None:
+    """The response topic and correlation data of an MQTT 5 message; None for a 3.1.1 one or without them."""
+    topic = getattr(message.properties, "ResponseTopic", None)
+    if not topic:
+        return None
+    correlation = getattr(message.properties, "CorrelationData", None)
+    return ReplyTo(str(topic), bytes(correlation) if correlation is not None else None)

@@ -28,6 +28,15 @@ class PublisherHealth:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ReplyTo:
+    """Where an MQTT 5 command asked for its answer: the response topic (absolute, a full topic
+    name) and the correlation data to send back with it, as the requester set them."""
+
+    topic: str
+    correlation: bytes | None = None
+
+
 class Publisher(Protocol):
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue one message. Never blocks the frame loop on the network (nor, for MQTT, on the disk).
@@ -42,6 +51,9 @@ class Publisher(Protocol):
         crash can neither make a number reach the broker twice nor leave a gap there (a
         number whose message was not yet stored never went out, and is given out again).
         """
+
+    def publish_reply(self, reply_to: ReplyTo, payload: bytes) -> None:
+        """Send an answer to an MQTT 5 command's response topic with its correlation data (QoS 0)."""
 
     def health(self) -> PublisherHealth: ...
 
@@ -77,6 +89,9 @@ class StdoutPublisher:
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self._write(topic, payload, qos, retain)
+
+    def publish_reply(self, reply_to: ReplyTo, payload: bytes) -> None:
+        pass  # a dry run subscribes to nothing, so no command can ask for an answer
 
     def publish_sequenced(self, topic: str, build: Callable[[int], bytes], qos: int = 1, retain: bool = False) -> int:
         # A dry run has no outbox: numbers start at 1 each run, one counter per topic as over MQTT.

@@ -38,7 +38,7 @@ from fleet.view import (
     DeviceView,
     Outcome,
     StatsSummary,
-    answers_set,
+    answers_request,
     device_json,
     devices_from,
     devices_table,
@@ -181,9 +181,20 @@ def test_a_set_result_answers_only_the_change_that_was_sent() -> None:
     change = SettingsChange({"confidence": 0.5})
     mine = json.dumps(accepted_payload(1.0, change, RuntimeSettings())).encode()
     other = json.dumps(accepted_payload(1.0, SettingsChange({"iou": 0.5}), RuntimeSettings())).encode()
-    assert answers_set(mine, frozenset({"confidence"}))
-    assert not answers_set(other, frozenset({"confidence"})), "another operator's change"
-    assert answers_set(b'{"ok": false, "error": "x", "keys": []}', frozenset({"confidence"}))
+    keys = frozenset({"confidence"})
+    # From an agent before request ids: told apart by the keys applied.
+    assert answers_request(mine, "fleet-1", keys)
+    assert not answers_request(other, "fleet-1", keys), "another operator's change"
+    assert answers_request(b'{"ok": false, "error": "x", "keys": []}', "fleet-1", keys)
+
+
+def test_a_set_result_with_a_request_id_answers_only_that_request() -> None:
+    keys = frozenset({"confidence"})
+    mine = json.dumps(accepted_payload(1.0, SettingsChange({"confidence": 0.5}, "fleet-1"), RuntimeSettings()))
+    theirs = json.dumps(accepted_payload(1.0, SettingsChange({"confidence": 0.5}, "ui-9"), RuntimeSettings()))
+    assert answers_request(mine.encode(), "fleet-1", keys)
+    assert not answers_request(theirs.encode(), "fleet-1", keys), "the same change, someone else's"
+    assert not answers_request(b'{"ok": false, "error": "x", "keys": [], "request_id": "ui-9"}', "fleet-1", keys)
 
 
 def test_devices_from_retained_messages() -> None:
@@ -475,7 +486,9 @@ def test_set_reports_each_device_and_times_out_on_the_silent_one(broker: Broker,
     ]
     assert "cam-a: ok" in result.stderr, "progress as answers come"
     assert [c for c, _ in fakes[0].commands] == ["set"] and fakes[0].settings.confidence == 0.5
-    assert fakes[1].commands == [("set", b'{"confidence":0.5}')], "sent, just never answered"
+    [(command, sent)] = fakes[1].commands  # sent, just never answered
+    body = json.loads(sent)
+    assert command == "set" and body.pop("request_id").startswith("fleet-") and body == {"confidence": 0.5}
     assert time.monotonic() - started < 20
 
 
@@ -527,6 +540,7 @@ def test_deploy_follows_each_device_to_its_outcome(
         "cam-a: active",
     ]
     sent = json.loads(fakes[0].commands[0][1])
+    assert sent.pop("request_id").startswith("fleet-"), "answers are matched by it"
     assert sent == {"url": url, "sha256": SHA_NEW}, "the sha256 goes out in lowercase, as the agent expects it"
 
 

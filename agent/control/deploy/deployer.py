@@ -25,9 +25,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,7 @@ from agent.pipeline.detector import Detector, ModelIdentity
 from agent.pipeline.inference import ModelLoadError
 from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
 from agent.transport.payloads import dumps
+from agent.transport.publisher import ReplyTo
 from agent.transport.urls import scrub, traceback_text
 
 if TYPE_CHECKING:
@@ -110,10 +111,12 @@ class Deployer:
         load: Callable[[Path], Detector],
         publish: Callable[[bytes, bool], None],
         startup: StartupModel,
+        reply_to: Callable[[ReplyTo, bytes], None] | None = None,
     ) -> None:
         self.settings = settings
         self._load = load
         self._publish = publish
+        self._reply_to = reply_to
         self._startup = startup
         self._bundles = Path(settings.state_dir) / BUNDLES_DIR
         self._lock = threading.Lock()
@@ -129,13 +132,17 @@ class Deployer:
 
     # -- paho's network thread --------------------------------------------------------------------
 
-    def on_deploy(self, payload: bytes) -> None:
-        """A `deploy` message: start a deployment, or answer on `deploy/state` why not."""
+    def on_deploy(self, payload: bytes, reply_to: ReplyTo | None = None) -> None:
+        """A `deploy` message: start a deployment, or answer on `deploy/state` why not.
+
+        reply_to: the MQTT 5 response topic and correlation data the message carried; every state
+        of this deployment goes there too.
+        """
         try:
-            request = parse_deploy(payload, self.settings.limits.allow_http)
+            request = replace(parse_deploy(payload, self.settings.limits.allow_http), reply_to=reply_to)
         except DeployRejected as rejected:
             log.warning("deploy refused: %s", rejected)
-            self._state(FAILED, None, str(rejected), retain=False)
+            self._state(FAILED, None, str(rejected), retain=False, request_id=rejected.request_id, reply_to=reply_to)
             return
         with self._lock:
             if self._cancel.is_set():
@@ -317,9 +324,19 @@ class Deployer:
         self._state(state, request, reason, **extra)
 
     def _state(
-        self, state: str, request: DeployRequest | None, reason: str | None = None, retain: bool = True, **extra: object
+        self,
+        state: str,
+        request: DeployRequest | None,
+        reason: str | None = None,
+        retain: bool = True,
+        reply_to: ReplyTo | None = None,
+        **extra: Any,
     ) -> None:
-        self._publish(dumps(state_payload(state, request, reason, **extra)), retain)
+        payload = dumps(state_payload(state, request, reason, **extra))
+        self._publish(payload, retain)
+        route = request.reply_to if request is not None else reply_to
+        if route is not None and self._reply_to is not None:
+            self._reply_to(route, payload)
 
     def _remove_leftovers(self) -> None:
         """Downloads and unpacks a crash or power cut interrupted."""

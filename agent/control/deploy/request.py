@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.control.request_id import KEY as REQUEST_ID
+from agent.control.request_id import BadRequestId, take_request_id, with_request_id
+from agent.transport.publisher import ReplyTo
 from agent.transport.urls import public_url
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -27,15 +30,25 @@ DOWNLOADING, VERIFYING, ACTIVE, FAILED, ROLLED_BACK = "downloading", "verifying"
 
 
 class DeployRejected(Exception):
-    """A deploy command that starts nothing; the message is one line naming the problem."""
+    """A deploy command that starts nothing; the message is one line naming the problem.
+
+    request_id: the command's, when it had a valid one, so that the refusal reaches who asked.
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 @dataclass(frozen=True)
 class DeployRequest:
-    """A checked command: where the bundle archive is, and the sha256 it must have (lowercase hex)."""
+    """A checked command: where the bundle archive is, the sha256 it must have (lowercase hex), and
+    the request_id every `deploy/state` of this deployment carries back (None when it had none)."""
 
     url: str
     sha256: str
+    request_id: str | None = None
+    reply_to: ReplyTo | None = None  # an MQTT 5 command's response topic, where its states go too
 
     @property
     def shown_url(self) -> str:
@@ -82,7 +95,14 @@ def parse_deploy(payload: bytes, allow_http: bool) -> DeployRequest:
         raise DeployRejected("payload is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise DeployRejected(f'payload must be a JSON object {{"url": ..., "sha256": ...}}, got {type(body).__name__}')
-    problems = [f"unknown key {_shown(key)}; allowed keys: {', '.join(KEYS)}" for key in body if key not in KEYS]
+    problems: list[str] = []
+    request_id = None
+    try:
+        request_id = take_request_id(body)
+    except BadRequestId as error:
+        problems.append(str(error))
+    allowed = ", ".join((*KEYS, REQUEST_ID))
+    problems += [f"unknown key {_shown(key)}; allowed keys: {allowed}" for key in body if key not in KEYS]
     problems += [f"missing key {key!r}" for key in KEYS if key not in body]
     url, sha256 = body.get("url"), body.get("sha256")
     if "url" in body and (not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS):
@@ -98,23 +118,26 @@ def parse_deploy(payload: bytes, allow_http: bool) -> DeployRequest:
             f"sha256: {_shown(sha256)} is not allowed; expected 64 hex digits (yolo-edge-convert --archive)"
         )
     if problems:
-        raise DeployRejected("; ".join(problems[:10]))
+        raise DeployRejected("; ".join(problems[:10]), request_id)
     assert isinstance(url, str) and isinstance(sha256, str)
-    return DeployRequest(url, sha256.lower())
+    return DeployRequest(url, sha256.lower(), request_id)
 
 
 def state_payload(
     state: str,
     request: DeployRequest | None,
     reason: str | None = None,
+    request_id: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One `deploy/state` message: the state, when, which archive (sha256, url without secrets), why."""
+    """One `deploy/state` message: the state, when, which archive (sha256, url without secrets), why,
+    and the request_id of the command it answers (request's, else the one given for a refusal)."""
     body: dict[str, Any] = {"state": state, "ts": round(time.time(), 3)}
     if request is not None:
         body["sha256"] = request.sha256
         body["url"] = request.shown_url
+        request_id = request.request_id
     if reason is not None:
         body["reason"] = reason
     body.update(extra)
-    return body
+    return with_request_id(body, request_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt import publish
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.transport.discovery import DiscoveryDevice
 from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, open_presences, run_agent
@@ -324,6 +327,85 @@ def test_detections_publishing_switched_off_and_on_remotely(running: Running) ->
     observer.wait_for("stats", lambda: observer.json("stats")[-1]["frames"]["processed"] > processed + 4, 5)
     changed = settings_changed(running, {"publish_detections": True, "confidence": 0.25, "class_confidence": {}})
     detections_after(running, changed, 4, timeout=5)
+
+
+class Requester:
+    """An operator's MQTT 5 client of its own: subscribes to `answers` (full topics) and keeps what arrives."""
+
+    def __init__(self, broker: Broker, answers: list[str]) -> None:
+        self.got: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe([(topic, 1) for topic in answers])
+        self.client.on_subscribe = lambda c, u, mid, reasons, p: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "the broker acknowledged the subscription"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.got.append(message)
+
+    def send(self, topic: str, body: dict[str, Any], properties: Properties | None = None) -> None:
+        self.client.publish(topic, json.dumps(body).encode(), qos=1, properties=properties).wait_for_publish(5)
+
+    def wait_for(self, what: str, match, timeout: float = 10.0) -> mqtt.MQTTMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [m for m in self.got if match(m)]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {what} within {timeout:g} s; got {[m.payload[:120] for m in self.got]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def with_id(request_id: str):
+    return lambda message: json.loads(message.payload).get("request_id") == request_id
+
+
+def test_two_concurrent_sets_with_request_ids_each_get_their_own_answer(running: Running) -> None:
+    result_topic = f"{TOPICS}/set/result"
+    first, second = Requester(running.broker, [result_topic]), Requester(running.broker, [result_topic])
+    try:
+        # Sent back to back, from two clients: each answer must say whose it is.
+        first.send(f"{TOPICS}/set", {"request_id": "operator-a-1", "confidence": 0.3})
+        second.send(f"{TOPICS}/set", {"request_id": "operator-b-1", "iou": 7})
+        mine = json.loads(first.wait_for("operator a's answer", with_id("operator-a-1")).payload)
+        theirs = json.loads(second.wait_for("operator b's answer", with_id("operator-b-1")).payload)
+    finally:
+        first.close()
+        second.close()
+    assert mine["ok"] is True and mine["applied"] == {"confidence": 0.3}
+    assert theirs["ok"] is False and theirs["keys"] == ["iou"] and "iou: 7" in theirs["error"]
+
+
+def test_a_bad_request_id_is_rejected_without_changing_anything(running: Running) -> None:
+    reply = set_and_wait(running, {"request_id": "x" * 65, "confidence": 0.9})
+    assert reply["ok"] is False and reply["keys"] == ["request_id"] and "request_id" not in reply
+    assert "1..64" in reply["error"]
+
+
+def test_an_mqtt5_response_topic_gets_the_answer_with_its_correlation_data(running: Running) -> None:
+    reply_topic = "operators/console-7/replies"
+    requester = Requester(running.broker, [reply_topic])
+    try:
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = reply_topic
+        properties.CorrelationData = b"\x00corr-1"
+        requester.send(f"{TOPICS}/set", {"confidence": 0.25}, properties)
+        answer = requester.wait_for("the answer on the response topic", lambda m: m.topic == reply_topic)
+    finally:
+        requester.close()
+    assert answer.properties.CorrelationData == b"\x00corr-1"
+    body = json.loads(answer.payload)
+    assert body["ok"] is True and body["applied"] == {"confidence": 0.25} and "request_id" not in body
 
 
 def test_the_agent_stops_cleanly_after_all_that(running: Running) -> None:

@@ -321,3 +321,28 @@ def test_command_handlers_survive_their_own_errors_and_broker_restarts(tmp_path,
             assert publisher.health().reconnects >= 1
         finally:
             publisher.close()
+
+
+# -- request ids ----------------------------------------------------------------------------------
+
+
+def test_a_request_id_is_taken_out_of_the_settings_and_comes_back_in_the_answer() -> None:
+    change = parse({"request_id": "op-1", "confidence": 0.4})
+    assert change.request_id == "op-1" and dict(change.values) == {"confidence": 0.4}
+    answer = accepted_payload(1.0, change, RuntimeSettings().changed(change))
+    assert answer["request_id"] == "op-1" and answer["applied"] == {"confidence": 0.4}
+    assert "request_id" not in accepted_payload(1.0, parse({"iou": 0.5}), RuntimeSettings())
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, 7, None, ["a"], "line\nbreak"])
+def test_a_bad_request_id_rejects_the_whole_payload(bad: object) -> None:
+    with pytest.raises(SettingsRejected) as caught:
+        parse({"request_id": bad, "confidence": 0.4})
+    assert caught.value.keys == ["request_id"] and caught.value.request_id is None
+    assert "request_id" not in rejected_payload(1.0, caught.value)
+
+
+def test_a_rejection_carries_the_valid_request_id_of_its_payload() -> None:
+    with pytest.raises(SettingsRejected) as caught:
+        parse({"request_id": "op-2", "iou": 3})
+    assert rejected_payload(1.0, caught.value)["request_id"] == "op-2"

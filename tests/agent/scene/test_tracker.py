@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -127,3 +128,88 @@ def test_ids_are_unique_across_instances_and_readable() -> None:
 )
 def test_iou(a: tuple, b: tuple, expected: float) -> None:
     assert iou_matrix(np.array([a], np.float32), np.array([b], np.float32))[0, 0] == pytest.approx(expected)
+
+
+def _ids_per_object(frames: list[list[tuple]], settings: TrackerSettings | None = None) -> list[set]:
+    """Run rows of per-frame boxes (one tuple or None per object) and collect each object's confirmed ids."""
+    numbers = itertools.count(1)
+    tracker = Tracker(settings or TrackerSettings(), make_id=lambda ts: f"t{next(numbers)}")
+    seen: list[set] = [set() for _ in frames[0]]
+    for i, row in enumerate(frames):
+        present = [(k, box) for k, box in enumerate(row) if box is not None]
+        update = tracker.update(dets(*(box for _, box in present)), i / FPS)
+        for (k, _), track_id in zip(present, update.track_ids, strict=True):
+            if track_id is not None:
+                seen[k].add(track_id)
+    return seen
+
+
+def _moving(x0: float, dx: float, y: float, score: float = 0.9, size: float = 40) -> Callable[[int], tuple]:
+    return lambda i: (x0 + dx * i, y, x0 + dx * i + size, y + size, score, 0)
+
+
+@pytest.mark.parametrize(
+    ("case", "frames"),
+    [
+        # Head-on at one height, overlapping fully mid-way.
+        ("crossing head-on", [[_moving(0, 12, 50)(i), _moving(240, -12, 50)(i)] for i in range(21)]),
+        # One object crossing the other's path diagonally, different speeds.
+        (
+            "crossing diagonally",
+            [[_moving(0, 8, 50)(i), (100, 10 + 6 * i, 140, 50 + 6 * i, 0.8, 1)] for i in range(15)],
+        ),
+        # Two frames without the first object, both moving.
+        (
+            "missed frames",
+            [[None if i in (5, 6) else _moving(0, 6, 20)(i), _moving(200, -4, 120)(i)] for i in range(12)],
+        ),
+        # The object fades to low scores for a stretch: the second pass keeps it.
+        ("low scores rescue", [[_moving(0, 5, 20, 0.9 if i < 3 or i > 8 else 0.3)(i)] for i in range(12)]),
+    ],
+)
+def test_objects_keep_one_id_each(case: str, frames: list[list[tuple]]) -> None:
+    seen = _ids_per_object(frames)
+    assert all(len(ids) == 1 for ids in seen), (case, seen)
+    assert len(set().union(*seen)) == len(seen), (case, "two objects share an id", seen)
+
+
+def test_a_low_score_detection_keeps_the_track_matched_and_its_box_current() -> None:
+    tracker = counter_ids()
+    for i in range(3):
+        tracker.update(dets((10 + 5 * i, 10, 50 + 5 * i, 50, 0.9, 0)), i / FPS)
+    update = tracker.update(dets((25, 10, 65, 50, 0.2, 0)), 0.3)
+    assert update.track_ids == ("t1",) and update.tracks[0].last_seen_ts == 0.3
+    assert update.tracks[0].box.tolist() == [25, 10, 65, 50] and update.tracks[0].score == pytest.approx(0.2)
+
+
+def test_a_second_class_box_on_the_same_object_starts_no_track() -> None:
+    # Detectors' NMS is per class: one shape seen as both a square and a triangle gives two boxes.
+    tracker = counter_ids()
+    for i in range(6):
+        x = 10 + 4 * i
+        update = tracker.update(dets((x, 10, x + 40, 50, 0.9, 0), (x + 1, 11, x + 41, 50, 0.6, 1)), i / FPS)
+    assert update.track_ids == ("t1", None) and tracker.active == 1
+
+
+def test_two_distinct_objects_appearing_side_by_side_get_two_tracks() -> None:
+    tracker = counter_ids()
+    for i in range(3):
+        update = tracker.update(dets((10, 10, 50, 50, 0.9, 0), (40, 10, 80, 50, 0.8, 0)), i / FPS)
+    assert update.track_ids == ("t1", "t2")
+
+
+def test_many_tracks_are_matched_and_reordered_consistently() -> None:
+    """Twenty objects on a grid, the detections shuffled every frame, one object dropping out for a while."""
+    rng = np.random.default_rng(3)
+    tracker = counter_ids()
+    grid = [(60 * (k % 5), 60 * (k // 5)) for k in range(20)]
+    owner: dict[int, str] = {}
+    for i in range(12):
+        order = rng.permutation(20)
+        rows = [(grid[k][0] + 2 * i, grid[k][1], grid[k][0] + 2 * i + 40, grid[k][1] + 40, 0.9, k % 3) for k in order]
+        kept = [j for j, k in enumerate(order) if not (k == 7 and 4 <= i <= 6)]
+        update = tracker.update(dets(*(rows[j] for j in kept)), i / FPS)
+        for j, track_id in zip(kept, update.track_ids, strict=True):
+            if i >= 1:
+                assert owner.setdefault(int(order[j]), track_id) == track_id, (i, int(order[j]))
+    assert len(set(owner.values())) == 20 and tracker.active == 20

@@ -27,7 +27,7 @@ from agent.control.remote_settings import RuntimeSettings
 from agent.pipeline.detector import Detector, load_detector
 from agent.pipeline.frames import Frame
 from agent.pipeline.loop import AgentLoop, LoopSettings
-from agent.transport.publisher import StdoutPublisher
+from agent.transport.publisher import ReplyTo, StdoutPublisher
 from converter.archive import write_archive
 from tests.agent.deploy_helpers import HttpFiles, reshape_model, write_bundle
 
@@ -221,8 +221,13 @@ class Deployment:
         def publish(payload: bytes, retain: bool) -> None:
             self.states.append((json.loads(payload), retain))
 
+        self.routed: list[tuple[ReplyTo, dict]] = []  # answers sent to MQTT 5 response topics
         self.deployer = Deployer(
-            DeploySettings(self.state, limits, keep), lambda p: self.loaders[self.loader](p), publish, startup
+            DeploySettings(self.state, limits, keep),
+            lambda p: self.loaders[self.loader](p),
+            publish,
+            startup,
+            lambda route, payload: self.routed.append((route, json.loads(payload))),
         )
         self.replies: list[dict] = []
         self.inbox = CommandInbox(detector.names, lambda payload: self.replies.append(json.loads(payload)))
@@ -239,13 +244,21 @@ class Deployment:
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
 
-    def deploy(self, name: str, model: str = "good", **kwargs: object) -> dict:
+    def deploy(
+        self,
+        name: str,
+        model: str = "good",
+        request_id: str | None = None,
+        reply_to: ReplyTo | None = None,
+        **kwargs: object,
+    ) -> dict:
         """Serve a bundle named `name`, send its deploy command, return the final state."""
         root = self.tmp_path / name
         archive = write_archive(root if root.exists() else bundle(self.tmp_path, self.models, model, name, **kwargs))
         url = self.files.add(f"/{name}.tar.gz", archive.path.read_bytes())
         before = len(self.states)
-        self.deployer.on_deploy(json.dumps({"url": url, "sha256": archive.sha256}).encode())
+        command = {"url": url, "sha256": archive.sha256} | ({"request_id": request_id} if request_id else {})
+        self.deployer.on_deploy(json.dumps(command).encode(), reply_to)
         deadline = time.monotonic() + 10
         while not any(s["state"] in ("active", "failed", "rolled_back") for s, _ in self.states[before:]):
             assert time.monotonic() < deadline, self.states[before:]
@@ -289,6 +302,27 @@ def test_a_good_bundle_is_switched_to_between_frames(deployment: Deployment) -> 
     recorded = read_active(deployment.state)
     assert recorded is not None and recorded.sha256 == final["sha256"] and recorded.path.name.startswith("deploy-")
     assert deployment.loop.counters.processed > PROBATION_FRAMES
+
+
+def test_every_state_of_a_deployment_carries_its_request_id_and_goes_to_its_response_topic(
+    deployment: Deployment,
+) -> None:
+    route = ReplyTo("operators/7/replies", b"corr")
+    deployment.deploy("v2", request_id="deploy-42", reply_to=route)
+    assert [s["state"] for s, _ in deployment.states] == ["downloading", "verifying", "active"]
+    assert [s.get("request_id") for s, _ in deployment.states] == ["deploy-42"] * 3
+    assert deployment.routed == [(route, state) for state, _ in deployment.states]
+    deployment.deploy("v2")  # no id: its answer carries none, and goes nowhere else
+    assert "request_id" not in deployment.states[-1][0] and len(deployment.routed) == 3
+
+
+def test_a_refused_deploy_command_answers_with_its_request_id(deployment: Deployment) -> None:
+    deployment.deployer.on_deploy(b'{"url": "file:///etc/passwd", "sha256": "00", "request_id": "r-1"}')
+    state, retained = deployment.states[-1]
+    assert state["state"] == "failed" and state["request_id"] == "r-1" and not retained
+    deployment.deployer.on_deploy(b'{"url": "https://x/a.tar.gz", "sha256": "00", "request_id": 5}')
+    state, _ = deployment.states[-1]
+    assert "request_id: 5 is not allowed" in state["reason"] and "request_id" not in state
 
 
 def test_the_same_archive_again_is_already_active(deployment: Deployment) -> None:

@@ -72,3 +72,14 @@ def test_published_urls_carry_no_secrets(url: str, shown: str) -> None:
 def test_state_payload_with_reason_and_extras() -> None:
     body = state_payload("failed", None, "busy", model={"name": "m"})
     assert body["reason"] == "busy" and body["model"] == {"name": "m"} and "sha256" not in body
+
+
+def test_a_deploy_request_id_is_kept_and_comes_back_in_every_state() -> None:
+    request = parse_deploy(
+        json.dumps({"url": "https://h/a.tar.gz", "sha256": "a" * 64, "request_id": "d-1"}).encode(), False
+    )
+    assert request.request_id == "d-1"
+    assert state_payload("downloading", request)["request_id"] == "d-1"
+    assert "request_id" not in state_payload(
+        "downloading", parse_deploy(json.dumps({"url": "https://h/a.tar.gz", "sha256": "a" * 64}).encode(), False)
+    )

@@ -19,6 +19,10 @@ export class Broker extends EventTarget {
 
   // state: "connecting" | "connected" | "reconnecting" | "disconnected" | "refused"; detail: a short reason.
   _state(state, detail = "") {
+    // Each failed retry closes the socket again: one line per change, not one every 2 s.
+    if (state === this.state && detail === this.detail) return;
+    this.state = state;
+    this.detail = detail;
     this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
   }
 
@@ -44,7 +48,8 @@ export class Broker extends EventTarget {
     });
     client.on("reconnect", () => this._state("reconnecting", url));
     client.on("close", () => {
-      if (this.client === client) this._state("disconnected", "connection closed");
+      // mqtt.js retries by itself unless we ended the client: that is "reconnecting", shown as such.
+      if (this.client === client && !client.disconnecting) this._state("reconnecting", "connection lost, retrying every 2 s");
     });
     client.on("error", (error) => {
       const text = String(error && error.message ? error.message : error);

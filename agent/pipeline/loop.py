@@ -255,7 +255,9 @@ class AgentLoop:
     def _publish_zones(self) -> None:
         """Retained `zones`: every configured zone's counts, zeros included."""
         if self.scene is not None and self.scene.zones.zones:
-            self.publisher.publish(topics.ZONES, zones_payload(self.scene.zones.counts, time.time()), retain=True)
+            polygons = {zone.name: zone.polygon for zone in self.scene.zones.zones}
+            payload = zones_payload(self.scene.zones.counts, time.time(), polygons)
+            self.publisher.publish(topics.ZONES, payload, retain=True)
 
     def _publish_presence(self, ts: float | None = None) -> None:
         """Retained `presence`: what is present now, for dashboards that join late (Home Assistant's sensors)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -89,9 +89,19 @@ def object_payload(event: ObjectEvent, seq: int) -> bytes:
     )
 
 
-def zones_payload(counts: Mapping[str, Mapping[str, int]], ts: float) -> bytes:
-    """Retained `zones`: every configured zone with its count per label, zeros included."""
-    return dumps({"ts": round(ts, 3), "zones": {zone: dict(labels) for zone, labels in counts.items()}})
+def zones_payload(
+    counts: Mapping[str, Mapping[str, int]],
+    ts: float,
+    polygons: Mapping[str, Sequence[Sequence[float]]] | None = None,
+) -> bytes:
+    """Retained `zones`: every configured zone with its count per label, zeros included.
+
+    polygons: each zone's outline (normalized), so a dashboard can draw the zones over the snapshot.
+    """
+    body: dict[str, object] = {"ts": round(ts, 3), "zones": {zone: dict(labels) for zone, labels in counts.items()}}
+    if polygons:
+        body["polygons"] = {zone: [list(point) for point in points] for zone, points in polygons.items()}
+    return dumps(body)
 
 
 def presence_payload(counts: Mapping[str, int], ts: float) -> bytes:

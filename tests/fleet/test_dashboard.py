@@ -122,6 +122,7 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
     expect(page.locator("#latency-chart")).to_have_attribute("data-points", TWO_OR_MORE, timeout=WAIT_MS)
     expect(page.locator("#objects-log li").first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator('#zones tr[data-zone="right_half"]')).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#frame")).to_have_attribute("data-zones", "1")  # its outline, from the retained zones
     expect(page.locator('#settings-form input[name="confidence"]')).to_have_value("0.25", timeout=WAIT_MS)
     # The canvas holds a picture, not one flat colour.
     distinct = page.evaluate(

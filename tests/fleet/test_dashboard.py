@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -143,7 +144,12 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
     # A phone-width window: everything fits its width (the fleet table scrolls inside its card).
     page.set_viewport_size({"width": 390, "height": 844})
     try:
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        # The chart re-fits when its ResizeObserver fires, a frame or two after the resize. (Polled:
+        # the page's Content-Security-Policy forbids the eval that wait_for_function needs.)
+        overflow_js = "() => document.documentElement.scrollWidth - window.innerWidth"
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while (overflow := page.evaluate(overflow_js)) > 0 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
         assert overflow <= 0, f"the page is {overflow} px wider than a phone's window"
         page.screenshot(path=str(stack.workdir / "phone.png"), full_page=True)
     finally:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from benchmarks.fixture.still_video import StillScene
+from benchmarks.fixture.still_video import HEIGHT, WIDTH, StillScene
 
 PREFIX = "yolo-edge"
 SETTLE_S = 10.0
@@ -143,15 +143,28 @@ class Stationary:
 
 
 def stationary_kept(objects: list[dict], scene: StillScene) -> Stationary:
-    """Ids of the stopping object's label alive at some moment of its still stretch; kept: exactly one, `new`
-    before the stop and not ended before it goes again."""
+    """Ids seen where the stopping object stands, at some moment of its still stretch; kept: exactly one,
+    `new` before the stop and not ended before it goes again.
+
+    Matched by place and time, not label: the fixture model may name the stopped shape as another class
+    (on this scene it calls the square a triangle), and a label would then find nothing."""
     still = scene.still
     stop, go = round(still.stop_s * scene.fps), round(still.go_s * scene.fps)
+    spot_x, spot_y = still.path[1]
+    # Normalized units: the shape's radius is a share of the height, so of the width 3/4 of it.
+    reach_x, reach_y = still.radius * HEIGHT / WIDTH, still.radius
     spans: dict[str, list[int]] = {}
+    there: set[str] = set()
     for message in objects:
-        if message["label"] == still.label:
-            spans.setdefault(message["id"], []).append(message["frame"])
-    alive = {oid: (min(f), max(f)) for oid, f in spans.items() if min(f) < go and max(f) > stop}
+        spans.setdefault(message["id"], []).append(message["frame"])
+        x1, y1, x2, y2 = message["box"]
+        if (
+            stop <= message["frame"] <= go
+            and abs((x1 + x2) / 2 - spot_x) <= reach_x
+            and abs((y1 + y2) / 2 - spot_y) <= reach_y
+        ):
+            there.add(message["id"])
+    alive = {oid: (min(spans[oid]), max(spans[oid])) for oid in there}
     if not alive:
         return Stationary(0, None, None, False)
     first, last = min(f for f, _ in alive.values()), max(f for _, f in alive.values())

@@ -122,22 +122,35 @@ def _full_frame() -> np.ndarray:
     return box
 
 
+# While a tracked object is missing, the detector looks again this soon: it is either gone (and its
+# track should end now, not a refresh later) or was missed once (and is found again).
+CHECK_S = 0.5
+
+
 class DetectionGate:
     """When the detector runs: on motion; while objects are tracked at least every refresh_s (a parked car
-    stays tracked); with nothing tracked at least every idle_s; and on the first frame."""
+    stays tracked); with nothing tracked at least every idle_s; and on the first frame. With objects
+    tracked, also on the first still frame after motion (did the object leave, or stop?), and every
+    CHECK_S while one of them is missing."""
 
     def __init__(self, refresh_s: float, idle_s: float) -> None:
         if refresh_s <= 0 or idle_s <= 0:
             raise ValueError(f"refresh_s and idle_s must be > 0, not {refresh_s}, {idle_s}")
         self.refresh_s, self.idle_s = refresh_s, idle_s
         self._last_detect: float | None = None
+        self._was_moving = False
         self.detected = 0
         self.skipped = 0
 
-    def should_detect(self, now_mono: float, moving: bool, tracking: bool) -> bool:
-        """Decide for one frame, and count it; a True answer counts as the detector having run."""
+    def should_detect(self, now_mono: float, moving: bool, tracking: bool, missing: bool = False) -> bool:
+        """Decide for one frame, and count it; a True answer counts as the detector having run.
+        missing: a tracked object was not found by the last detection."""
         due = self.refresh_s if tracking else self.idle_s
-        run = moving or self._last_detect is None or now_mono - self._last_detect >= due
+        if tracking and missing:
+            due = min(due, CHECK_S)
+        settled = tracking and self._was_moving and not moving
+        self._was_moving = moving
+        run = moving or settled or self._last_detect is None or now_mono - self._last_detect >= due
         if run:
             self._last_detect = now_mono
             self.detected += 1

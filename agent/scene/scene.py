@@ -79,7 +79,8 @@ class Scene:
             return Gate(True, False, 0.0)
         started = time.perf_counter()
         moving = self._motion.update(image_bgr).moving
-        detect = self.gate_counts.should_detect(now_mono, moving, self.tracks["active"] > 0)
+        missing = self._last is not None and self._last.missing > 0
+        detect = self.gate_counts.should_detect(now_mono, moving, self.tracks["active"] > 0, missing)
         return Gate(detect, detect and not moving, (time.perf_counter() - started) * 1e3)
 
     def after_detect(

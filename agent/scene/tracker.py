@@ -11,7 +11,10 @@ second class (detectors' NMS is per class): it starts no track of its own.
 A track gets its id once `min_hits` detector frames matched it (one-frame false positives never
 do), and ends after `max_lost_s` seconds without a match. Frames the motion gate let pass without
 detection never reach the tracker; a detector frame the caller marks `still` (no motion since the
-last one) neither moves the predictions nor ages the tracks, since nothing in the scene moved.
+last one) neither moves the predictions nor ages the tracks, since nothing in the scene moved. A
+still frame counts misses instead: a track missed there and on the detector frame before it is gone
+(the object left while the last motion was seen), so it ends then rather than at the next motion.
+The gate looks again soon after a miss (`missing`), so one flaky miss of a parked car costs nothing.
 
 Every track's state lives in arrays, one row per track, so a frame costs a fixed number of numpy
 operations whatever the number of objects; only the pairs that could match are looped over.
@@ -34,6 +37,8 @@ LOW_MATCH_IOU = 0.5  # second pass: weak detections must overlap more to continu
 DUPLICATE_IOU = 0.7  # a leftover detection overlapping a matched one this much is that same object
 # The centre may wander this share of the box's larger side and the object still counts as not moving.
 STATIONARY_SHARE = 0.15
+# Consecutive missed detector frames, the last one still, that end a track.
+STILL_MISSES = 2
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,14 @@ class TrackedObject:
 @dataclass(frozen=True)
 class TrackUpdate:
     """track_ids: per detection of the frame, its confirmed track's id or None. tracks: the confirmed
-    tracks still open; started: ids confirmed in this frame; ended: tracks that ended in it."""
+    tracks still open; started: ids confirmed in this frame; ended: tracks that ended in it;
+    missing: how many of `tracks` this frame missed (the gate looks again soon while any are)."""
 
     track_ids: tuple[str | None, ...]
     tracks: tuple[TrackedObject, ...]
     started: tuple[str, ...]
     ended: tuple[TrackedObject, ...]
+    missing: int = 0
 
 
 def new_track_id(start_ts: float) -> str:
@@ -92,6 +99,7 @@ class _Tracks:
         self.anchor_ts = np.zeros(0)
         self.hits = np.zeros(0, np.int64)
         self.lost_s = np.zeros(0)
+        self.misses = np.zeros(0, np.int64)  # consecutive detector frames without a match
         # Accumulated score per class id, columns added as new class ids turn up: the label is the
         # class with the most, so a flickering label settles on the likelier one.
         self.class_scores = np.zeros((0, 0))
@@ -112,6 +120,7 @@ class _Tracks:
         self.anchor_ts = np.concatenate([self.anchor_ts, np.full(n, ts)])
         self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
         self.lost_s = np.concatenate([self.lost_s, np.zeros(n)])
+        self.misses = np.concatenate([self.misses, np.zeros(n, np.int64)])
         self.class_scores = np.concatenate([self.class_scores, np.zeros((n, self.class_scores.shape[1]))])
         self._add_class_scores(np.arange(len(self.ids), len(self.ids) + n), class_ids, scores)
         self.ids.extend([None] * n)
@@ -125,6 +134,7 @@ class _Tracks:
         self.top_score[rows] = np.maximum(self.top_score[rows], scores)
         self.hits[rows] += 1
         self.lost_s[rows] = 0.0
+        self.misses[rows] = 0
         self.last_seen_ts[rows] = ts
         self._add_class_scores(rows, class_ids, scores)
         measured = to_cxcywh(boxes)
@@ -137,7 +147,7 @@ class _Tracks:
         """Keep only these rows (indices, in order)."""
         self.filters.keep(rows)
         for name in ("box", "score", "top_score", "start_ts", "last_seen_ts", "anchor", "anchor_ts", "hits",
-                     "lost_s", "class_scores"):  # fmt: skip
+                     "lost_s", "misses", "class_scores"):  # fmt: skip
             setattr(self, name, getattr(self, name)[rows])
         self.ids = [self.ids[i] for i in rows.tolist()]
 
@@ -194,8 +204,12 @@ class Tracker:
         confirmed = np.array([i is not None for i in tracks.ids], bool)
         lost = confirmed & ~is_matched
         tracks.lost_s[lost] += dt
+        tracks.misses[lost] += 1
         tracks.box[lost] = predicted[lost]
         expired = lost & (tracks.lost_s > self.settings.max_lost_s)
+        if still:
+            expired |= lost & (tracks.misses >= STILL_MISSES)
+        missing = int((lost & ~expired).sum())
         ended = tuple(self._public(row, ts) for row in np.flatnonzero(expired).tolist())
         # A tentative track missed once is dropped: most are false positives.
         tracks.keep(np.flatnonzero(is_matched | (lost & ~expired)))
@@ -220,6 +234,7 @@ class Tracker:
             tracks=tuple(self._public(row, ts) for row, i in enumerate(ids) if i is not None),
             started=tuple(started),
             ended=ended,
+            missing=missing,
         )
 
     def close(self, ts: float) -> tuple[TrackedObject, ...]:

@@ -84,20 +84,26 @@ def test_invalid_settings_are_refused(settings: dict) -> None:
 
 def test_the_gate_schedule() -> None:
     gate = DetectionGate(refresh_s=5.0, idle_s=30.0)
-    # (time, moving, tracking) -> detector runs?
+    # (time, moving, tracking, a tracked object missing) -> detector runs?
     table = [
-        (0.0, False, False, True),  # the first frame
-        (1.0, False, False, False),
-        (2.0, True, False, True),  # motion
-        (3.0, False, True, False),
-        (7.0, False, True, True),  # refresh_s since the last detection, objects tracked
-        (8.0, False, False, False),
-        (36.9, False, False, False),
-        (37.0, False, False, True),  # idle_s with nothing tracked
+        (0.0, False, False, False, True),  # the first frame
+        (1.0, False, False, False, False),
+        (2.0, True, False, False, True),  # motion
+        (2.1, False, False, False, False),  # motion stopped, nothing tracked: nothing to settle
+        (3.0, True, True, False, True),
+        (3.1, False, True, False, True),  # the first still frame after motion, objects tracked
+        (3.2, False, True, False, False),
+        (8.0, False, True, False, False),
+        (8.1, False, True, False, True),  # refresh_s since the last detection, objects tracked
+        (8.5, False, True, True, False),
+        (8.6, False, True, True, True),  # CHECK_S after a detection that missed a tracked object
+        (9.0, False, False, False, False),
+        (38.5, False, False, False, False),
+        (38.6, False, False, False, True),  # idle_s with nothing tracked
     ]
-    decisions = [gate.should_detect(t, moving, tracking) for t, moving, tracking, _ in table]
+    decisions = [gate.should_detect(t, moving, tracking, missing) for t, moving, tracking, missing, _ in table]
     assert decisions == [expected for *_, expected in table]
-    assert (gate.detected, gate.skipped) == (4, 4)
+    assert (gate.detected, gate.skipped) == (7, 7)
 
 
 # downscale_gray: (image, frame_height, expected), small literal arrays where every output pixel is a block mean.

@@ -103,6 +103,28 @@ def test_a_still_scene_refreshed_every_5_s_keeps_its_track_although_max_lost_s_i
         assert update.ended == () and [t.id for t in update.tracks] == ["t1"], ts
 
 
+def test_a_track_missed_on_a_motion_frame_and_then_on_a_still_one_ends_there() -> None:
+    tracker = counter_ids()
+    box = (10, 10, 50, 50, 0.9, 0)
+    tracker.update(dets(box), 0.0)
+    tracker.update(dets(box), 0.1)
+    missed = tracker.update(dets(), 0.2)  # the object left while motion was seen
+    assert missed.ended == () and missed.missing == 1, "one miss on a motion frame is not an end"
+    update = tracker.update(dets(), 0.5, still=True)  # nothing moves since: the gate's check finds nothing
+    assert [t.id for t in update.ended] == ["t1"] and update.tracks == () and update.missing == 0
+
+
+def test_one_miss_on_a_still_frame_is_missing_not_ended_and_two_end_the_track() -> None:
+    tracker = counter_ids()
+    box = (10, 10, 50, 50, 0.9, 0)
+    tracker.update(dets(box), 0.0)
+    tracker.update(dets(box), 0.1)
+    first = tracker.update(dets(), 5.1, still=True)
+    assert first.ended == () and first.missing == 1
+    second = tracker.update(dets(), 5.6, still=True)
+    assert [t.id for t in second.ended] == ["t1"]
+
+
 def test_the_label_is_the_class_with_the_most_accumulated_score() -> None:
     tracker = counter_ids()
     for i, class_id in enumerate([0, 0, 1, 0, 1]):

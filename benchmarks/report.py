@@ -120,6 +120,14 @@ PARTS = (
         (("--seconds", "20", "--precisions", "int8"),),
         ("motion_bench.md",),
     ),
+    Part(
+        "memory",
+        "Memory: the agent's peak and steady RSS against Ultralytics', with start-up",
+        "benchmarks.memory_bench",
+        (("--rounds", "2"),),
+        (("--models", "yolo11n", "--imgsz", "320", "--frames", "5", "--rounds", "1"),),
+        ("memory_bench.md",),
+    ),
 )
 PART_KEYS = tuple(part.key for part in PARTS)
 

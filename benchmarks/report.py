@@ -128,6 +128,14 @@ PARTS = (
         (("--models", "yolo11n", "--imgsz", "320", "--frames", "5", "--rounds", "1"),),
         ("memory_bench.md",),
     ),
+    Part(
+        "overhead",
+        "Pipeline overhead at every core and at cores - 1, spinning on and off",
+        "benchmarks.overhead_bench",
+        ((),),
+        (("--frames", "10", "--rounds", "1"),),
+        ("overhead_bench.md",),
+    ),
 )
 PART_KEYS = tuple(part.key for part in PARTS)
 

@@ -86,6 +86,8 @@ AGENT_CLI = BIN / "yolo-edge-agent"
 WARMUP_FRAMES = 5
 # Timed frames of agent-auto's cached start, which is there for its start-up only.
 CACHED_START_FRAMES = 2
+# The CLI contenders' config: every frame through the model, as the bare loop and Ultralytics do.
+NO_SCENE_CONFIG = "[motion]\nenabled = false\n\n[tracking]\nenabled = false\n"
 # The stages a frame spends in the agent after the loop picked it up.
 STAGE_NAMES = tuple(s for s in STAGES if s not in ("capture", "total"))
 # Inference cost of a CNN does not depend on pixel values, so the bare loop cycles this many distinct
@@ -507,10 +509,16 @@ def run_agent_cli(model: Path, precision: str, video: Path, frames: int, threads
     source stamps `ts` when the loop takes the frame, so consecutive ts differ by exactly one frame's
     processing; this leaves out start-up, which the final stats' fps (window since the loop began,
     first frames included) does not. Start-up: launch to the first detections line on stdout.
+    Motion gating and tracking are off, as in the in-process row and for Ultralytics: every frame runs
+    the model and publishes its detections line.
     """
+    config = state_dir / "agent.toml"
+    config.write_text(NO_SCENE_CONFIG)
     cmd = [
         AGENT_CLI,
         "run",
+        "--config",
+        config,
         "--source",
         video,
         "--model",

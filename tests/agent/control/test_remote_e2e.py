@@ -382,6 +382,14 @@ def test_two_concurrent_sets_with_request_ids_each_get_their_own_answer(running:
     finally:
         first.close()
         second.close()
+    # The module's observer sees both answers too, maybe later than the requesters did; the next
+    # test counts its replies, so both must have arrived there first.
+    answered = ("operator-a-1", "operator-b-1")
+    running.observer.wait_for(
+        "both answers at the observer",
+        lambda: {m.json().get("request_id") for m in running.observer.on("set/result")} >= set(answered),
+        5,
+    )
     assert mine["ok"] is True and mine["applied"] == {"confidence": 0.3}
     assert theirs["ok"] is False and theirs["keys"] == ["iou"] and "iou: 7" in theirs["error"]
 

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-log = logging.getLogger("yolo_edge.agent")
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 LOADING_THRESHOLD_BYTES = 128 * 1024  # glibc's starting value

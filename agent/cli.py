@@ -35,6 +35,7 @@ from agent.pipeline.snapshot import SnapshotSettings
 from agent.pipeline.sources import FrameSource, open_source
 from agent.scene.scene import Scene, scene_settings
 from agent.system.notify import SystemdNotifier
+from agent.system.opencv_threads import opencv_on_calling_thread
 from agent.transport import topics
 from agent.transport.discovery import (
     DiscoveryAnnouncer,
@@ -350,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"yolo-edge-agent: config error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     configure_logging(config.agent.log_level)
+    opencv_on_calling_thread()
     try:
         if args.command == "run":
             return command_run(config, args.max_frames, args.dry_run)

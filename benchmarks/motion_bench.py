@@ -1,13 +1,14 @@
 """Motion gating: what the gate saves on a camera-like video, and what it costs in missed objects.
 
-    python -m benchmarks.motion_bench [--seconds 150] [--fps 10] [--precisions fp32,int8] [--threads 1]
-                                      [--workdir DIR] [--out benchmarks/results]
+    python -m benchmarks.motion_bench [--seconds 150] [--fps 10] [--precisions fp32,int8] [--imgsz 320]
+                                      [--threads 1] [--workdir DIR] [--out benchmarks/results]
 
 A generated video (benchmarks/fixture/still_video.py: still textured scene, sensor noise, light drift,
 objects crossing, one that stops and stays, one light jump) is played at its fps by the real agent
 (`yolo-edge-agent run`, own process and state directory, a real Mosquitto), gated (the defaults) and
 with `[motion] enabled = false`, all runs at once on the same video and threads, so load hits them
-alike. Measured: the detector's share of frames (stats), the agent's CPU seconds (the child's user +
+alike; one pair per precision and model input size (the fixture weights converted at each). Measured: the
+detector's share of frames (stats), the agent's CPU seconds (the child's user +
 sys from os.wait4), and the `objects` messages: every `new` of the ungated run must come in the gated
 run (same label, within 0.5 s of video time, same zones entered), and the object that stops keeps one
 id through its still stretch.
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import int_list
 from benchmarks.fixture.still_video import StillScene, plan_scene, write_still_video
 from benchmarks.machine import load_average, logical_cpus, process_cpu_seconds
 from benchmarks.mosquitto import Broker
@@ -65,6 +67,7 @@ class Run:
 
     name: str
     precision: str
+    imgsz: int
     gated: bool
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -78,10 +81,15 @@ class Run:
     def device(self) -> str:
         return self.name.replace(" ", "-").replace(",", "")
 
+    @property
+    def model(self) -> str:
+        """What the gated and ungated run of a pair share: precision and input size."""
+        return f"{self.precision} {self.imgsz}"
 
-def prepare_bundle(workdir: Path, threads: int) -> Path:
-    """The fixture weights converted at 320 by the real command; reused from --workdir when it is there."""
-    out = workdir / "motion-bundle-320"
+
+def prepare_bundle(workdir: Path, threads: int, imgsz: int) -> Path:
+    """The fixture weights converted at `imgsz` by the real command; reused from --workdir when it is there."""
+    out = workdir / f"motion-bundle-{imgsz}"
     if (out / "manifest.json").exists():
         progress(f"reusing {out}")
         return out
@@ -89,7 +97,7 @@ def prepare_bundle(workdir: Path, threads: int) -> Path:
     from benchmarks.fixture.make_shapes import write_dataset
 
     data_yaml = write_dataset(workdir / "motion-shapes", splits={"train": (0, 64), "val": (100_000, 16)})
-    options = ["--imgsz", "320", "--calib-size", "64", "--val-size", "16", "--threads", str(threads), "--force"]
+    options = ["--imgsz", str(imgsz), "--calib-size", "64", "--val-size", "16", "--threads", str(threads), "--force"]
     run_convert(WEIGHTS, out, data_yaml, options)
     return out
 
@@ -104,13 +112,15 @@ def prepare_video(workdir: Path, scene: StillScene) -> Path:
     return path
 
 
-def start(run: Run, bundle: Path, video: Path, scene: StillScene, threads: int, broker: Broker, state: Path) -> None:
+def start(
+    run: Run, bundles: dict[int, Path], video: Path, scene: StillScene, threads: int, broker: Broker, state: Path
+) -> None:
     state.mkdir(parents=True)
     config = state / "agent.toml"
     gated = "true" if run.gated else "false"
     config.write_text(CONFIG.format(fps=scene.fps, precision=run.precision, threads=threads, gated=gated, zone=ZONE))
     command = [str(BIN / "yolo-edge-agent"), "run", "--config", str(config), "--source", str(video)]
-    command += ["--model", str(bundle), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)]
+    command += ["--model", str(bundles[run.imgsz]), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)]
     command += ["--device-id", run.device]
     env = {**os.environ, "YOLO_EDGE_AGENT_STATE_DIR": str(state), "PYTHONPATH": str(ROOT)}
     run.started = time.monotonic()
@@ -168,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precisions", default="fp32,int8", help="one gated and one ungated run each (default fp32,int8)"
     )
+    parser.add_argument(
+        "--imgsz",
+        type=int_list(64, "model input sizes"),
+        default=(320,),
+        help="model input sizes, one gated and one ungated run each (default 320)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of every run (default 1)")
     parser.add_argument("--workdir", type=Path, help="keep the bundle and video here for reruns (default: temporary)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -175,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     if not precisions or any(p not in ("fp32", "int8") for p in precisions):
         parser.error(f"--precisions: fp32, int8 or fp32,int8, not {args.precisions!r}")
+    sizes = args.imgsz
+    if any(size % 32 for size in sizes):
+        parser.error(f"--imgsz: multiples of 32 (the models' stride), not {','.join(map(str, sizes))}")
     if args.seconds < 30 or args.fps <= 0 or args.threads < 1:
         parser.error("--seconds must be >= 30 (the scenario needs room), --fps > 0, --threads >= 1")
     os.environ["YOLO_OFFLINE"] = "1"
@@ -184,16 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="motion-bench-") as temp:
         workdir = (args.workdir or Path(temp)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        bundle = prepare_bundle(workdir, args.threads)
+        bundles = {size: prepare_bundle(workdir, args.threads, size) for size in sizes}
         video = prepare_video(workdir, scene)
-        runs = [Run(f"{p} {'gated' if g else 'ungated'}", p, g) for p in precisions for g in (True, False)]
+        runs = [
+            Run(f"{p} {size} {'gated' if g else 'ungated'}", p, size, g)
+            for size in sizes
+            for p in precisions
+            for g in (True, False)
+        ]
         broker = Broker(Path(temp)).start()
         observer = Observer(broker.host, broker.port, [r.device for r in runs])
         try:
             progress(f"{len(runs)} agents at once on {video.name}, {scene.seconds:g} s at {scene.fps:g} fps")
             states = {r.name: Path(temp) / "state" / r.device for r in runs}
             for run in runs:
-                start(run, bundle, video, scene, args.threads, broker, states[run.name])
+                start(run, bundles, video, scene, args.threads, broker, states[run.name])
             reapers = [threading.Thread(target=reap, args=(r, states[r.name])) for r in runs]
             for t in reapers:
                 t.start()
@@ -213,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         dump = {r.name: observer.objects(r.device) for r in runs}
         (args.workdir / "motion_bench_objects.json").write_text(json.dumps(dump, indent=1))
     results = {}
-    for precision in precisions:
-        gated, ungated = (next(r for r in runs if r.precision == precision and r.gated is g) for g in (True, False))
-        results[precision] = (
+    for model in dict.fromkeys(r.model for r in runs):
+        gated, ungated = (next(r for r in runs if r.model == model and r.gated is g) for g in (True, False))
+        results[model] = (
             gated,
             ungated,
             compare_objects(observer.objects(ungated.device), observer.objects(gated.device), scene.fps, NEW_WITHIN_S),

@@ -58,27 +58,27 @@ def tables(
     within_s: float,
 ) -> list[Table]:
     headline, rows, object_rows, cost_rows = [], [], [], []
-    for precision, (gated, ungated, found, kept) in results.items():
+    for model, (gated, ungated, found, kept) in results.items():
         ratio = gated.cpu_s / ungated.cpu_s
         missed = [f for f in found if f.missed]
         zones = [f for f in found if f.zones_differ]
         still = kept[gated.name]
         headline += [
             (
-                f"gated / ungated agent CPU seconds, {precision}",
+                f"gated / ungated agent CPU seconds, {model}",
                 f"<= {target:.2f}x",
                 f"{ratio:.3f}x",
                 _ok(ratio <= target),
             ),
             (
-                f"objects of the ungated run missed by the gated run, {precision}",
+                f"objects of the ungated run missed by the gated run, {model}",
                 "0",
                 f"{len(missed)} of {len(found)} (zones differ: {len(zones)})",
                 _ok(not missed and not zones and bool(found)),
             ),
             (
                 f"stationary object kept through its {scene.still.go_s - scene.still.stop_s:.0f} s still stretch, "
-                f"{precision} gated",
+                f"{model} gated",
                 "one id, no end or new",
                 _stationary(still, scene.fps),
                 _ok(still.kept),
@@ -108,7 +108,7 @@ def tables(
             delay = (f.gated_frame - f.frame) / scene.fps if f.gated_frame is not None else None
             object_rows.append(
                 (
-                    precision,
+                    model,
                     f.label,
                     f"{f.frame / scene.fps:.1f}",
                     f"{f.gated_frame / scene.fps:.1f}" if f.gated_frame is not None else "MISSED",
@@ -118,7 +118,7 @@ def tables(
                 )
             )
         per_detect, per_skip = per_frame_cpu(gated, ungated, observer)
-        cost_rows.append((precision, f"{per_detect:.2f}", f"{per_skip:.2f}" if per_skip is not None else "-"))
+        cost_rows.append((model, f"{per_detect:.2f}", f"{per_skip:.2f}" if per_skip is not None else "-"))
     return [
         Table("Targets", ("figure", "wanted", "measured", "result"), tuple(headline)),
         Table(
@@ -147,7 +147,7 @@ def tables(
         Table(
             f"Objects: every `new` of the ungated run and the gated run's (same label, within {within_s} s)",
             (
-                "precision",
+                "model",
                 "label",
                 "ungated new at s",
                 "gated new at s",
@@ -160,7 +160,7 @@ def tables(
         ),
         Table(
             "CPU per frame, start-up taken off (ms)",
-            ("precision", "detector frame (ungated run)", "skipped frame (gated run)"),
+            ("model", "detector frame (ungated run)", "skipped frame (gated run)"),
             tuple(cost_rows),
             (
                 "detector frame: the ungated run's CPU after its first stats message over its frames (decode, "
@@ -234,7 +234,7 @@ def write_outputs(
         "cpu": cpu_model(),
         **facts,
         "onnxruntime threads": str(args.threads),
-        "model": "tests/assets/shapes_yolo11n.pt converted at 320 (FP32 + INT8 bundle)",
+        "model": f"tests/assets/shapes_yolo11n.pt converted at {', '.join(map(str, args.imgsz))} (FP32 + INT8 bundles)",
         "video": f"640x480 MJPG, {scene.seconds:g} s at {scene.fps:g} fps ({scene.frames} frames), played at its fps",
         "zone": "lower_half (the lower half of the frame)",
     }

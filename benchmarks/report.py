@@ -116,7 +116,7 @@ PARTS = (
         "motion",
         "Motion gating: CPU and objects against the ungated agent",
         "benchmarks.motion_bench",
-        (("--seconds", "120", "--precisions", "int8"),),
+        (("--seconds", "120", "--precisions", "int8", "--imgsz", "320,640"),),
         (("--seconds", "20", "--precisions", "int8"),),
         ("motion_bench.md",),
     ),

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
 from agent.transport import topics
+from agent.transport.urls import shown_uri
 from fleet.dashboard_server import add_dashboard_parser, command_dashboard
 from fleet.exporter.command import add_exporter_parser, command_exporter
 from fleet.view import (
@@ -169,7 +170,8 @@ def _set_payload(text: str) -> bytes:
 
 def _deploy_payload(url: str, sha256: str) -> bytes:
     if not url.startswith(("https://", "http://")):
-        raise UsageError(f"--url {url!r} is not an https:// or http:// URL")
+        # Shown without user, password or query: a signed link's token must not reach a terminal log.
+        raise UsageError(f"--url {shown_uri(url)!r} is not an https:// or http:// URL")
     if not SHA256_RE.fullmatch(sha256):
         raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
     body = {"url": url, "sha256": sha256.lower(), "request_id": new_request_id()}

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from agent.config import ConfigError, load_config
+from agent.transport.urls import shown_uri
 
 STATIC_DIR = Path(__file__).resolve().parent / "dashboard"
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -66,7 +67,8 @@ def check_broker_ws(url: str) -> str:
     """A ws:// or wss:// URL without credentials (the page gets it as it is)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"--broker-ws {url!r} is not a ws:// or wss:// URL (e.g. ws://broker:{DEFAULT_WS_PORT})")
+        shown = shown_uri(url)  # without the password or query a mistyped URL may hold
+        raise ValueError(f"--broker-ws {shown!r} is not a ws:// or wss:// URL (e.g. ws://broker:{DEFAULT_WS_PORT})")
     if parts.username is not None or parts.password is not None:
         raise ValueError("--broker-ws must not hold a user name or password: type them into the page")
     return url

@@ -303,6 +303,14 @@ def test_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixtu
     assert message in err and err.count("\n") == 1, err
 
 
+def test_a_refused_url_is_shown_without_its_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "ftp://op:s3cret-pw@files.lan/b.tgz?X-Amz-Signature=sig-value"
+    assert main(["fleet", "deploy", "cam-a", "--url", url, "--sha256", SHA_NEW]) == 2
+    err = capsys.readouterr().err
+    assert "--url 'ftp://files.lan/b.tgz' is not an https:// or http:// URL" in err
+    assert "s3cret-pw" not in err and "sig-value" not in err
+
+
 def test_no_broker_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
     assert main(["fleet", "--host", "127.0.0.1", "--port", str(port)]) == 2

@@ -68,3 +68,8 @@ def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert main(["dashboard", "--broker-ws", "http://broker:9001"]) == 2
     assert "is not a ws:// or wss:// URL" in capsys.readouterr().err
+    # A wrong scheme with credentials in it: the error names the URL without them.
+    assert main(["dashboard", "--broker-ws", "https://op:s3cret-pw@broker:9001/mqtt?token=t0ken-value"]) == 2
+    err = capsys.readouterr().err
+    assert "'https://broker:9001/mqtt' is not a ws:// or wss:// URL" in err
+    assert "s3cret-pw" not in err and "t0ken-value" not in err

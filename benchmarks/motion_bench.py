@@ -32,7 +32,7 @@ from benchmarks.fixture.still_video import StillScene, plan_scene, write_still_v
 from benchmarks.machine import load_average, logical_cpus, process_cpu_seconds
 from benchmarks.mosquitto import Broker
 from benchmarks.motion_compare import Observer, compare_objects, stationary_kept
-from benchmarks.motion_report import write_outputs
+from benchmarks.motion_report import MAX_MAP_DROP, write_outputs
 from benchmarks.tables import progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,8 @@ def prepare_bundle(workdir: Path, threads: int, imgsz: int) -> Path:
     from benchmarks.fixture.make_shapes import write_dataset
 
     data_yaml = write_dataset(workdir / "motion-shapes", splits={"train": (0, 64), "val": (100_000, 16)})
-    options = ["--imgsz", str(imgsz), "--calib-size", "64", "--val-size", "16", "--threads", str(threads), "--force"]
+    options = ["--imgsz", str(imgsz), "--calib-size", "64", "--val-size", "16", "--threads", str(threads)]
+    options += ["--max-map-drop", str(MAX_MAP_DROP), "--force"]
     run_convert(WEIGHTS, out, data_yaml, options)
     return out
 

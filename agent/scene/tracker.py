@@ -11,10 +11,12 @@ second class (detectors' NMS is per class): it starts no track of its own.
 A track gets its id once `min_hits` detector frames matched it (one-frame false positives never
 do), and ends after `max_lost_s` seconds without a match. Frames the motion gate let pass without
 detection never reach the tracker; a detector frame the caller marks `still` (no motion since the
-last one) neither moves the predictions nor ages the tracks, since nothing in the scene moved. A
-still frame counts misses instead: a track missed there and on the detector frame before it is gone
-(the object left while the last motion was seen), so it ends then rather than at the next motion.
-The gate looks again soon after a miss (`missing`), so one flaky miss of a parked car costs nothing.
+last one) neither moves the predictions nor ages a track that was seen at the last detector frame,
+since nothing in the scene moved and a refresh may come long after it. A track already missing then
+keeps losing time on still frames, and the gate looks again every CHECK_S while one is (`missing`):
+an object that left while the last motion was seen ends max_lost_s after it was missed, not at the
+next motion, and a parked car that a flaky detector (night, low contrast) misses now and then is kept
+as it is without the gate, not ended by two misses in a row.
 
 Every track's state lives in arrays, one row per track, so a frame costs a fixed number of numpy
 operations whatever the number of objects; only the pairs that could match are looped over.
@@ -37,8 +39,6 @@ LOW_MATCH_IOU = 0.5  # second pass: weak detections must overlap more to continu
 DUPLICATE_IOU = 0.7  # a leftover detection overlapping a matched one this much is that same object
 # The centre may wander this share of the box's larger side and the object still counts as not moving.
 STATIONARY_SHARE = 0.15
-# Consecutive missed detector frames, the last one still, that end a track.
-STILL_MISSES = 2
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,8 @@ class Tracker:
 
     def update(self, detections: Detections, ts: float, still: bool = False) -> TrackUpdate:
         """Match one detector frame's detections (ts: its capture time, Unix seconds)."""
-        dt = 0.0 if self._last_ts is None or still else max(0.0, ts - self._last_ts)
+        gap = 0.0 if self._last_ts is None else max(0.0, ts - self._last_ts)
+        dt = 0.0 if still else gap
         self._last_ts = ts
         tracks = self._tracks
         boxes, scores, class_ids = detections.boxes_xyxy, detections.scores.astype(np.float64), detections.class_ids
@@ -203,12 +204,11 @@ class Tracker:
 
         confirmed = np.array([i is not None for i in tracks.ids], bool)
         lost = confirmed & ~is_matched
-        tracks.lost_s[lost] += dt
+        # A still frame ages only the tracks that the previous detector frame missed too, by the time since it.
+        tracks.lost_s[lost & (tracks.misses > 0) if still else lost] += gap
         tracks.misses[lost] += 1
         tracks.box[lost] = predicted[lost]
         expired = lost & (tracks.lost_s > self.settings.max_lost_s)
-        if still:
-            expired |= lost & (tracks.misses >= STILL_MISSES)
         missing = int((lost & ~expired).sum())
         ended = tuple(self._public(row, ts) for row in np.flatnonzero(expired).tolist())
         # A tentative track missed once is dropped: most are false positives.

@@ -103,26 +103,46 @@ def test_a_still_scene_refreshed_every_5_s_keeps_its_track_although_max_lost_s_i
         assert update.ended == () and [t.id for t in update.tracks] == ["t1"], ts
 
 
-def test_a_track_missed_on_a_motion_frame_and_then_on_a_still_one_ends_there() -> None:
+def test_a_track_missed_on_a_motion_frame_and_then_on_still_checks_ends_after_max_lost_s() -> None:
     tracker = counter_ids()
     box = (10, 10, 50, 50, 0.9, 0)
     tracker.update(dets(box), 0.0)
     tracker.update(dets(box), 0.1)
     missed = tracker.update(dets(), 0.2)  # the object left while motion was seen
     assert missed.ended == () and missed.missing == 1, "one miss on a motion frame is not an end"
-    update = tracker.update(dets(), 0.5, still=True)  # nothing moves since: the gate's check finds nothing
+    # Nothing moves since: the gate's checks, CHECK_S apart, find nothing. Missed from 0.2 s on, lost
+    # since 0.1 s: still open at 2.0 s (1.9 s lost), ended at 2.5 s (2.4 s > max_lost_s 2).
+    for ts in (0.5, 1.0, 1.5, 2.0):
+        update = tracker.update(dets(), ts, still=True)
+        assert update.ended == () and update.missing == 1, ts
+    update = tracker.update(dets(), 2.5, still=True)
     assert [t.id for t in update.ended] == ["t1"] and update.tracks == () and update.missing == 0
 
 
-def test_one_miss_on_a_still_frame_is_missing_not_ended_and_two_end_the_track() -> None:
+# A parked object at the refreshes and the gate's checks after a miss: (ts, seen) -> open after it?
+FLAKY_REFRESHES = [
+    (5.1, False),  # a refresh misses it: the 5 s since the last detector frame do not count
+    (5.6, False),
+    (6.1, False),
+    (6.6, True),  # found again 1.5 s after the first miss: the same track
+    (11.6, False),
+    (12.1, False),
+    (12.6, False),
+    (13.1, False),
+    (13.6, False),  # missed for 2.0 s: not more than max_lost_s
+]
+
+
+def test_a_flaky_detector_on_still_frames_keeps_a_track_until_max_lost_s_of_misses() -> None:
     tracker = counter_ids()
     box = (10, 10, 50, 50, 0.9, 0)
     tracker.update(dets(box), 0.0)
     tracker.update(dets(box), 0.1)
-    first = tracker.update(dets(), 5.1, still=True)
-    assert first.ended == () and first.missing == 1
-    second = tracker.update(dets(), 5.6, still=True)
-    assert [t.id for t in second.ended] == ["t1"]
+    for ts, seen in FLAKY_REFRESHES:
+        update = tracker.update(dets(box) if seen else dets(), ts, still=True)
+        assert update.ended == () and [t.id for t in update.tracks] == ["t1"], ts
+    update = tracker.update(dets(), 14.1, still=True)  # 2.5 s of misses
+    assert [t.id for t in update.ended] == ["t1"] and update.tracks == ()
 
 
 def test_the_label_is_the_class_with_the_most_accumulated_score() -> None:

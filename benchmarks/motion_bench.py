@@ -7,11 +7,11 @@ A generated video (benchmarks/fixture/still_video.py: still textured scene, sens
 objects crossing, one that stops and stays, one light jump) is played at its fps by the real agent
 (`yolo-edge-agent run`, own process and state directory, a real Mosquitto), gated (the defaults) and
 with `[motion] enabled = false`, all runs at once on the same video and threads, so load hits them
-alike; one pair per precision and model input size (the fixture weights converted at each). Measured: the
-detector's share of frames (stats), the agent's CPU seconds (the child's user +
-sys from os.wait4), and the `objects` messages: every `new` of the ungated run must come in the gated
-run (same label, within 0.5 s of video time, same zones entered), and the object that stops keeps one
-id through its still stretch.
+alike; one pair per precision and model input size (the fixture weights converted at each). Measured:
+the detector's share of frames (stats), the agent's CPU seconds (the child's user + sys from
+os.wait4), and the `objects` messages: every `new` of the ungated run must come in the gated run
+(same label, within 0.5 s of video time, same zones entered), and the object that stops keeps one id
+through its still stretch.
 """
 
 from __future__ import annotations

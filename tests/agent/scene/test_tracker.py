@@ -119,7 +119,7 @@ def test_a_track_missed_on_a_motion_frame_and_then_on_still_checks_ends_after_ma
     assert [t.id for t in update.ended] == ["t1"] and update.tracks == () and update.missing == 0
 
 
-# A parked object at the refreshes and the gate's checks after a miss: (ts, seen) -> open after it?
+# A parked object at the refreshes and the gate's checks after a miss, (ts, seen): its track stays open throughout.
 FLAKY_REFRESHES = [
     (5.1, False),  # a refresh misses it: the 5 s since the last detector frame do not count
     (5.6, False),

@@ -117,7 +117,7 @@ PARTS = (
         "Motion gating: CPU and objects against the ungated agent",
         "benchmarks.motion_bench",
         (("--seconds", "120", "--precisions", "int8", "--imgsz", "320,640"),),
-        (("--seconds", "20", "--precisions", "int8"),),
+        (("--seconds", "30", "--precisions", "int8"),),
         ("motion_bench.md",),
     ),
     Part(

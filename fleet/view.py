@@ -116,7 +116,8 @@ def parse_status(payload: bytes) -> str:
 
 
 def parse_stats(payload: bytes) -> StatsSummary | None:
-    """The table's view of a `stats` payload (agent/pipeline/loop.py publish_stats); None if it is not a JSON object."""
+    """The table's view of a `stats` payload (agent/transport/payloads.py stats_payload); None if it is not a JSON
+    object."""
     body = _json_object(payload)
     if body is None:
         return None

@@ -43,6 +43,7 @@ from agent.transport.payloads import (
     event_payload,
     object_payload,
     presence_payload,
+    stats_payload,
     zones_payload,
 )
 from agent.transport.publisher import Publisher
@@ -368,31 +369,23 @@ class AgentLoop:
 
     def publish_stats(self, final: bool = False) -> None:
         """Publish retained `stats`; final: the run's last, which keeps the last figures that covered frames."""
-        transport = self.publisher.health()
-        source_health = self.source.health()
-        stats = {
-            "ts": round(time.time(), 3),
-            **self.window.summary(final=final),
-            "frames": {
+        scene = self.scene
+        stats = stats_payload(
+            figures=self.window.summary(final=final),
+            frames={
                 "processed": self.counters.processed,
                 "dropped": self.counters.dropped,
                 "stale": self.counters.stale,
                 **self._scene_frames(),
             },
-            **({"tracks": self.scene.tracks} if self.scene is not None and self.scene.tracking else {}),
-            "events": {"held": self.sequenced.held, "lost": self.sequenced.lost},
-            **self.board.snapshot(),
-            "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "model": self.detector.identity.as_dict(),
-            "mqtt": {
-                "connected": transport.connected,
-                "outbox_pending": transport.outbox_pending,
-                "outbox_dropped": transport.outbox_dropped,
-                "reconnects": transport.reconnects,
-                **transport.extra,
-            },
-            "source": _source_summary(source_health),
-        }
+            tracks=scene.tracks if scene is not None and scene.tracking else None,
+            events={"held": self.sequenced.held, "lost": self.sequenced.lost},
+            board=self.board.snapshot(),
+            uptime_s=time.monotonic() - self.started_mono,
+            model=self.detector.identity.as_dict(),
+            transport=self.publisher.health(),
+            source_health=self.source.health(),
+        )
         self.last_stats = stats
         self.publisher.publish(topics.STATS, dumps(stats), qos=0, retain=True)
         if self.on_stats is not None:
@@ -402,8 +395,3 @@ class AgentLoop:
         if self.scene is None:
             return {}
         return {"detected": self.scene.gate_counts.detected, "motion_skipped": self.scene.gate_counts.skipped}
-
-
-def _source_summary(health: object) -> dict[str, object]:
-    fields = ("kind", "connected", "frames_read", "frames_invalid", "reopen_count", "stalls", "last_error")
-    return {name: getattr(health, name) for name in fields if getattr(health, name, None) is not None}

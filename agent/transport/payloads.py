@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from agent.pipeline.results import FrameResult
 from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
+from agent.transport.publisher import PublisherHealth
 
 
 def dumps(value: object) -> bytes:
@@ -107,3 +109,42 @@ def zones_payload(
 def presence_payload(counts: Mapping[str, int], ts: float) -> bytes:
     """Retained `presence`: every label present now and its count; a label absent from `present` is absent."""
     return dumps({"ts": round(ts, 3), "present": dict(counts)})
+
+
+def stats_payload(
+    figures: Mapping[str, object],
+    frames: Mapping[str, int],
+    tracks: Mapping[str, int] | None,
+    events: Mapping[str, int],
+    board: Mapping[str, object],
+    uptime_s: float,
+    model: Mapping[str, str],
+    transport: PublisherHealth,
+    source_health: object,
+) -> dict[str, object]:
+    """The retained `stats` message as a dict (the frame loop also hands it to systemd's status line).
+
+    figures: the stats window's summary (fps, latency_ms). tracks: None without tracking."""
+    return {
+        "ts": round(time.time(), 3),
+        **figures,
+        "frames": dict(frames),
+        **({"tracks": dict(tracks)} if tracks is not None else {}),
+        "events": dict(events),
+        **board,
+        "uptime_s": round(uptime_s, 1),
+        "model": dict(model),
+        "mqtt": {
+            "connected": transport.connected,
+            "outbox_pending": transport.outbox_pending,
+            "outbox_dropped": transport.outbox_dropped,
+            "reconnects": transport.reconnects,
+            **transport.extra,
+        },
+        "source": _source_summary(source_health),
+    }
+
+
+def _source_summary(health: object) -> dict[str, object]:
+    fields = ("kind", "connected", "frames_read", "frames_invalid", "reopen_count", "stalls", "last_error")
+    return {name: getattr(health, name) for name in fields if getattr(health, name, None) is not None}

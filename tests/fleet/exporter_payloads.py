@@ -1,4 +1,4 @@
-"""`stats` payloads shaped like the agent's (agent/pipeline/loop.py publish_stats), for the exporter's tests.
+"""`stats` payloads shaped like the agent's (agent/transport/payloads.py stats_payload), for the exporter's tests.
 
 Every field the agent sends is here, so a scrape of a device fed this shows every metric the exporter has.
 """

@@ -32,7 +32,7 @@ from benchmarks.fixture.still_video import StillScene, plan_scene, write_still_v
 from benchmarks.machine import load_average, logical_cpus, process_cpu_seconds
 from benchmarks.mosquitto import Broker
 from benchmarks.motion_compare import Observer, compare_objects, stationary_kept
-from benchmarks.motion_report import MAX_MAP_DROP, write_outputs
+from benchmarks.motion_report import write_outputs
 from benchmarks.tables import progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +57,9 @@ enabled = {gated}
 polygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
 """
 TARGET_CPU_RATIO = 0.35
+# Each gated run is compared with the ungated run of the same model, not with FP32: an INT8 drop of up to this
+# many points is accepted (the fixture, trained at 256, loses 1.5 at 640 on the benchmark's 16 images).
+MAX_MAP_DROP = 2.0
 NEW_WITHIN_S = 0.5
 CPU_SAMPLE_S = 1.0
 
@@ -233,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         return 1
     facts["load average at end"] = load_average()
+    facts["model"] = (
+        f"tests/assets/shapes_yolo11n.pt converted at {', '.join(map(str, sizes))} (FP32 + INT8 bundles; INT8 "
+        f"accepted up to a {MAX_MAP_DROP:g}-point mAP50-95 drop: each gated run is compared with the same model "
+        "ungated)"
+    )
     if args.workdir is not None:
         # Every run's objects messages, for a look at what the tables sum up.
         dump = {r.name: observer.objects(r.device) for r in runs}

@@ -49,7 +49,6 @@ from agent.transport.discovery import (
 from agent.transport.outbox import OutboxError
 from agent.transport.payloads import dumps
 from agent.transport.publisher import Publisher, StdoutPublisher
-from fleet.cli import add_fleet_parser, command_fleet
 
 if TYPE_CHECKING:  # paho is imported only where MQTT is used: a dry run and `bench` never load it
     from agent.transport.mqtt import MqttPublisher
@@ -87,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="per-stage latency table, FP32 vs INT8")
     _add_common(bench)
     bench.add_argument("--frames", type=int, default=100, help="frames per precision (default 100)")
-    add_fleet_parser(commands)
+    # Listed here for --help only: main() hands `fleet ...` to fleet/cli.py before this parser runs, so
+    # the fleet package (and paho with it) is imported only when the alias is used.
+    commands.add_parser(
+        "fleet", add_help=False, help="the operator's tool (list, set, deploy, dashboard, exporter): yolo-edge-fleet"
+    )
     return parser
 
 
@@ -342,9 +345,13 @@ def command_check(config: AgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fleet"]:  # the operator's tool: no model or source, its own broker options (fleet/cli.py)
+        from fleet.cli import ALIAS_PROG
+        from fleet.cli import main as fleet_main
+
+        return fleet_main(argv[1:], ALIAS_PROG)
     args = build_parser().parse_args(argv)
-    if args.command == "fleet":  # the operator's tool: no model or source, its own broker options (fleet/cli.py)
-        return command_fleet(args)
     try:
         config = load_config(args.config, overrides=_overrides(args), require_model=True)
     except ConfigError as error:

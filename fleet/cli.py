@@ -118,26 +118,17 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     add_exporter_parser(actions, _connection_options)
 
 
-def add_fleet_parser(commands: argparse._SubParsersAction) -> None:
-    """`fleet` on the agent's command parser: the alias `yolo-edge-agent fleet` of yolo-edge-fleet."""
-    description = "The operator's tool; the same as yolo-edge-fleet."
-    _add_actions(
-        commands.add_parser(
-            "fleet", help="list the devices on the broker; send set or deploy to several", description=description
-        )
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="The devices on an MQTT broker: list them, send set or deploy to several."
+        prog=prog, description="The devices on an MQTT broker: list them, send set or deploy to several."
     )
     _add_actions(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command_fleet(build_parser().parse_args(argv), PROG)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """yolo-edge-fleet, and `yolo-edge-agent fleet` (prog=ALIAS_PROG), which hands its arguments here."""
+    return command_fleet(build_parser(prog).parse_args(argv), prog)
 
 
 def _mqtt_config(args: argparse.Namespace) -> MqttConfig:

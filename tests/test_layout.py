@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,18 @@ def test_fleet_does_not_import_the_converter() -> None:
 def test_the_agent_never_imports_the_converters_dependencies(heavy: str) -> None:
     # onnxruntime is the agent's; `onnx` (the protobuf library) is the converter's alone.
     assert importers("agent", heavy) == set()
+
+
+def loaded_after_import(module: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after `import module`."""
+    code = f"import sys, {module}; print(' '.join(sorted({{name.split('.')[0] for name in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return set(out.split())
+
+
+def test_the_agent_command_loads_neither_paho_nor_fleet_until_asked() -> None:
+    # A dry run and `bench` go through agent.cli alone; the `fleet` alias imports fleet/ when it is used.
+    loaded = loaded_after_import("agent.cli")
+    assert "agent" in loaded, "the probe did not import the agent: it would pass for the wrong reason"
+    assert {"paho", "fleet"} & loaded == set()
+    assert {"paho", "fleet"} <= loaded_after_import("fleet.cli"), "the probe cannot see paho or fleet loaded"

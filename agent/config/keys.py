@@ -23,6 +23,10 @@ class ConfigError(Exception):
         super().__init__("; ".join(self.problems))
 
 
+# Integers a key may hold: what SQLite and the C libraries below take (TOML integers have no size limit).
+MAX_INT = 2**63 - 1
+SHOWN_CHARS = 60  # a value quoted in a message is cut to this, so a 400-digit number keeps the line readable
+
 TEXT_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -43,7 +47,11 @@ def convert(kind: str, value: object) -> Any:
     # bool is an int to Python, but `port = true` is a mistake, not port 1.
     if kind in ("bool", "int", "float", "uri") and isinstance(value, bool) != (kind == "bool"):
         raise TypeError
-    if kind == "bool" or (kind == "int" and isinstance(value, int)):
+    if kind == "bool":
+        return value
+    if kind == "int" and isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise ValueError
         return value
     if kind == "float" and isinstance(value, int | float):
         try:
@@ -66,6 +74,20 @@ def convert(kind: str, value: object) -> Any:
     if kind == "thresholds" and isinstance(value, Mapping) and all(isinstance(k, str) and k for k in value):
         return MappingProxyType({label: convert("float", threshold) for label, threshold in value.items()})
     raise TypeError
+
+
+def finite_float(value: object) -> float | None:
+    """A TOML number as a finite float; None for anything else (bool, text, nan, an integer too big for a float)."""
+    try:
+        return convert("float", value)
+    except (TypeError, ValueError):
+        return None
+
+
+def shown_value(value: object) -> str:
+    """`value`'s repr for a message, cut to SHOWN_CHARS."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from agent.config.keys import FILE, ConfigError, Spec
+from agent.config.keys import FILE, ConfigError, Spec, shown_value
 from agent.config.sections import SECTIONS, AgentConfig, MqttConfig, default_state_dir
 from agent.config.zones import parse_zones
 
@@ -54,6 +54,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {_shown(path)} is not valid TOML: {error}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {_shown(path)} is not UTF-8 text") from None
+    except ValueError:  # tomllib leaves Python's own limit on integer digits (4300) to raise
+        raise ConfigError(
+            f"config file {_shown(path)} is not valid TOML: an integer has more digits than Python reads"
+        ) from None
 
 
 def _layers(
@@ -186,7 +190,7 @@ def load_config(
             try:
                 values[section, key] = (spec.parse(raw, text=bool(origin)), origin)
             except (TypeError, ValueError, KeyError):
-                problems.append(f"{section}.{key}{origin}: {raw!r} is not allowed; expected {spec.expected}")
+                problems.append(f"{section}.{key}{origin}: {shown_value(raw)} is not allowed; expected {spec.expected}")
     password, more = _check_together(values, env, require_model) if not problems else (None, [])
     if problems or more:
         raise ConfigError(problems + more)

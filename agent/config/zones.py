@@ -7,12 +7,13 @@ model later, once it is loaded (`unknown_zone_labels`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
+
+from agent.config.keys import finite_float, shown_value
 
 ZONE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 ZONE_KEYS = ("polygon", "labels", "inertia", "loiter_s")
@@ -75,16 +76,18 @@ def _zone(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -
     polygon = _polygon(body.get("polygon"), f"{key}.polygon", problems)
     labels = body.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
-        problems.append(f"{key}.labels: {labels!r} is not allowed; expected a list of labels, [] = every label")
+        expected = "expected a list of labels, [] = every label"
+        problems.append(f"{key}.labels: {shown_value(labels)} is not allowed; {expected}")
     inertia = body.get("inertia", 3)
     if isinstance(inertia, bool) or not isinstance(inertia, int) or not 1 <= inertia <= 100:
-        problems.append(f"{key}.inertia: {inertia!r} is not allowed; expected an integer 1..100 (frames)")
-    loiter = body.get("loiter_s", 0.0)
-    if isinstance(loiter, bool) or not isinstance(loiter, int | float) or not 0 <= loiter < math.inf:
-        problems.append(f"{key}.loiter_s: {loiter!r} is not allowed; expected a number >= 0 (seconds)")
-    if len(problems) > before or polygon is None:
+        problems.append(f"{key}.inertia: {shown_value(inertia)} is not allowed; expected an integer 1..100 (frames)")
+    raw_loiter = body.get("loiter_s", 0.0)
+    loiter = finite_float(raw_loiter)
+    if loiter is None or loiter < 0:
+        problems.append(f"{key}.loiter_s: {shown_value(raw_loiter)} is not allowed; expected a number >= 0 (seconds)")
+    if len(problems) > before or polygon is None or loiter is None:
         return None
-    return ZoneConfig(name, polygon, tuple(labels), int(inertia), float(loiter))
+    return ZoneConfig(name, polygon, tuple(labels), int(inertia), loiter)
 
 
 def _polygon(raw: object, key: str, problems: list[str]) -> tuple[Point, ...] | None:
@@ -93,20 +96,16 @@ def _polygon(raw: object, key: str, problems: list[str]) -> tuple[Point, ...] | 
         problems.append(f"{key} is missing; {expected}")
         return None
     if not isinstance(raw, list) or not 3 <= len(raw) <= MAX_POINTS:
-        problems.append(f"{key}: {_short(raw)} is not allowed; {expected}")
+        problems.append(f"{key}: {shown_value(raw)} is not allowed; {expected}")
         return None
     points: list[Point] = []
     for point in raw:
-        if (
-            not isinstance(point, list)
-            or len(point) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
-        ):
-            problems.append(f"{key}: point {point!r} is not allowed; {expected}")
+        x, y = (finite_float(v) for v in point) if isinstance(point, list) and len(point) == 2 else (None, None)
+        if x is None or y is None:
+            problems.append(f"{key}: point {shown_value(point)} is not allowed; {expected}")
             return None
-        x, y = float(point[0]), float(point[1])
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-            problems.append(f"{key}: point {point!r} is outside 0..1; {expected}")
+            problems.append(f"{key}: point {shown_value(point)} is outside 0..1; {expected}")
             return None
         points.append((x, y))
     if crossing := _self_crossing(points):
@@ -119,11 +118,6 @@ def _polygon(raw: object, key: str, problems: list[str]) -> tuple[Point, ...] | 
         problems.append(f"{key}: the points enclose no area (all on one line?)")
         return None
     return tuple(points)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _area(points: list[Point]) -> float:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, ConfigError, default_device_id, load_config
+from agent.config.sections import SECTIONS
 from agent.config.zones import ZONE_KEYS
+from tests.agent.agent_process import agent_env, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "systemd" / "agent.example.toml"
@@ -601,6 +603,51 @@ def test_default_device_id(hostname, expected):
 def test_invalid_toml_names_file_and_line(tmp_path, text, fragment):
     message = rejects(tmp_path, text)
     assert str(tmp_path / "agent.toml") in message and fragment in message
+
+
+BIG = "1" * 400  # a TOML integer has no size limit; a float, SQLite and onnxruntime's thread count do
+NUMBER_KEYS = [
+    (section, key.name, key.metadata["spec"].kind)
+    for section, cls in SECTIONS.items()
+    for key in dataclasses.fields(cls)
+    if key.metadata and key.metadata["spec"].kind in ("int", "float", "thresholds")
+]
+
+
+def test_every_kind_of_numeric_key_is_covered():
+    assert {kind for _, _, kind in NUMBER_KEYS} == {"int", "float", "thresholds"}
+
+
+def numeric_line(key: str, kind: str, number: str) -> str:
+    return f"{key} = {{ person = {number} }}" if kind == "thresholds" else f"{key} = {number}"
+
+
+@pytest.mark.parametrize(("section", "key", "kind"), NUMBER_KEYS, ids=[f"{s}.{k}" for s, k, _ in NUMBER_KEYS])
+def test_a_400_digit_number_is_refused_with_one_short_line(tmp_path, section, key, kind):
+    for sign in ("", "-"):
+        message = rejects(tmp_path, f"[{section}]\n{numeric_line(key, kind, sign + BIG)}")
+        assert message.startswith(f"{section}.{key}: ") and "is not allowed; expected" in message, message
+        assert len(message) < 250, message  # the value is cut, not echoed in full
+
+
+def test_numbers_too_big_are_one_line_from_the_command(tmp_path):
+    """The CLI as a user runs it: exit 2, one line naming every key, no traceback. An integer tomllib
+    will not read (over Python's 4300 digits) is a TOML error like any other."""
+    env = agent_env(tmp_path / "state")
+    tables = {section: f"[{section}]" for section, _, _ in NUMBER_KEYS}
+    for section, key, kind in NUMBER_KEYS:
+        tables[section] += "\n" + numeric_line(key, kind, BIG)
+    path = write(tmp_path, "\n".join(tables.values()))
+    result = run_agent(["check", "--config", str(path)], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for section, key, _ in NUMBER_KEYS:
+        assert f"{section}.{key}: " in result.stderr
+    path = write(tmp_path, "[source]\nfps = " + "1" * 5000)
+    result = run_agent(["run", "--dry-run", "--config", str(path)], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "is not valid TOML: an integer has more digits" in result.stderr
 
 
 def test_unreadable_config_files(tmp_path):

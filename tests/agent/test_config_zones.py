@@ -8,6 +8,7 @@ import pytest
 
 from agent.config import ConfigError, ZoneConfig, load_config
 from agent.config.zones import unknown_zone_labels
+from tests.agent.agent_process import agent_env, run_agent
 
 DRIVEWAY = """
 [zones.driveway]
@@ -71,6 +72,28 @@ def test_no_zones_is_no_zones(tmp_path: Path) -> None:
 def test_a_bad_zone_is_one_line_naming_the_key(tmp_path: Path, body: str, names: str) -> None:
     message = rejects(tmp_path, f"[zones.z]\n{body}\n")
     assert names in message and "\n" not in message, message
+
+
+BIG = "1" * 400  # a TOML integer: no size limit there, but too big for a float
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (f"polygon = [[0, 0], [1, 0], [0, 1]]\nloiter_s = {BIG}", "zones.z.loiter_s: 1111"),
+        (f"polygon = [[0, 0], [{BIG}, 0], [0, 1]]", "zones.z.polygon: point [1111"),
+        (f"polygon = [[0, 0], [1, 0], [0, -{BIG}]]", "zones.z.polygon: point [0, -1111"),
+    ],
+    ids=["loiter_s", "x", "y"],
+)
+def test_a_number_too_big_for_a_float_is_one_line_from_check(tmp_path: Path, body: str, names: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f"[zones.z]\n{body}\n")
+    result = run_agent(["check", "--config", str(path)], agent_env(tmp_path / "state"), tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"yolo-edge-agent: config error: {names}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr) < 300, result.stderr  # the value is cut, not echoed in full
 
 
 def test_a_zone_name_must_be_topic_safe(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-quick lint bench mosquitto venv clean vendor
+.PHONY: demo test test-quick lint bench mosquitto venv clean vendor wheel wheelhouse
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
@@ -61,5 +61,18 @@ pi-check: $(if $(filter command line,$(origin PY)),,$(STAMP))
 vendor:
 	fleet/dashboard/refresh-vendor.sh
 
+# The project as one wheel in $(DIST)/, to copy to a Pi without internet (docs/systemd.md#a-pi-without-internet).
+DIST ?= dist
+wheel: $(STAMP)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+	@ls $(DIST)/yolo_edge-*.whl
+
+# That wheel and the agent's dependencies for a 64-bit Pi (Raspberry Pi OS 12, Python 3.11), and the
+# build backend install.sh needs: `pip install --no-index --find-links $(DIST) yolo-edge` needs no network.
+PI_WHEEL_ARGS := --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --python-version 3.11
+wheelhouse: wheel
+	$(PY) -m pip download --quiet --dest $(DIST) $(PI_WHEEL_ARGS) $(DIST)/yolo_edge-*.whl $(PI_WHEEL_EXTRA) 'setuptools>=68' wheel
+	@ls $(DIST)
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out .pytest_cache build dist

@@ -54,8 +54,10 @@ bench: $(STAMP) mosquitto
 .PHONY: pi-check
 # PY=... on the command line: that interpreter's environment is used as it is (no `make venv`, which
 # would repoint its editable install at this checkout); the check runs this checkout's code either way.
+# The script changes directory before it runs the interpreter: hand it an absolute path (a bare
+# name such as PY=python3 is left for the script to find on PATH; abspath keeps the venv's symlink).
 pi-check: $(if $(filter command line,$(origin PY)),,$(STAMP))
-	PI_CHECK_PYTHON=$(PY) benchmarks/pi/pi_check.sh
+	PI_CHECK_PYTHON=$(if $(findstring /,$(PY)),$(abspath $(PY)),$(PY)) benchmarks/pi/pi_check.sh
 
 # The dashboard's vendored libraries (mqtt.js, uPlot) again from the npm registry, at the versions pinned there.
 vendor:

@@ -73,6 +73,18 @@ die() {
 	exit 2
 }
 
+# The runs below change directory, so a relative PI_CHECK_PYTHON (`make pi-check` used to pass
+# .venv/bin/python) must be made absolute here, against the directory the check was started from.
+# Not through readlink -f: a venv's python is a symlink, and its target outside the venv has none
+# of the venv's packages.
+if [[ $PY != */* ]]; then
+	PY=$(command -v "$PY") || die "PI_CHECK_PYTHON: no $PY on PATH (set it to an interpreter's path)"
+fi
+if ! [ -f "$PY" ] || ! [ -x "$PY" ]; then
+	die "PI_CHECK_PYTHON: $PY is not an interpreter here (run 'make venv', or set it to one)"
+fi
+PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+
 declare -a TIMINGS=()
 timed() { # NAME COMMAND...: run and remember how long it took
 	local name=$1 start=$SECONDS

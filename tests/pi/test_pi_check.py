@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,55 @@ def test_another_image_a_missing_frame_or_another_size_is_not_a_decoder_differen
 def test_script_is_shellcheck_clean() -> None:
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("given", ["default", "relative"])
+def test_make_pi_check_hands_the_script_an_interpreter_it_can_run_from_elsewhere(tmp_path: Path, given: str) -> None:
+    """The script changes directory before it runs the interpreter, so `make pi-check` must pass an absolute path."""
+    relative = os.path.relpath(sys.executable, ROOT)  # PY=.venv/bin/python, as a user types it
+    args = ["make", "-n", "-C", str(ROOT), "pi-check", *([f"PY={relative}"] if given == "relative" else [])]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [recipe] = [line for line in result.stdout.splitlines() if "pi_check.sh" in line]
+    name, _, python = shlex.split(recipe)[0].partition("=")
+    assert name == "PI_CHECK_PYTHON" and Path(python).is_absolute(), recipe
+    expected = ROOT / ".venv" / "bin" / "python" if given == "default" else ROOT / relative
+    assert Path(python) == expected.absolute()
+    if given == "relative" or expected.exists():  # a worktree may share another checkout's venv
+        ran = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, cwd="/")
+        assert ran.stdout.strip() == sys.prefix, ran.stderr
+
+
+def test_the_script_makes_a_relative_interpreter_absolute_before_it_changes_directory(tmp_path: Path) -> None:
+    """Run as `PI_CHECK_PYTHON=bin/python pi_check.sh`: the interpreter it goes on with is absolute.
+
+    The stand-in interpreter fails the script's first use of it (the converter's imports), which stops
+    the check there; stand-in debootstrap and qemu keep it from installing them.
+    """
+    tools, interpreter = tmp_path / "tools", tmp_path / "bin" / "python"
+    for path, body in [
+        (tools / "debootstrap", "exit 0"),
+        (tools / "qemu-aarch64-static", "exit 0"),
+        (interpreter, "exit 1"),
+    ]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
+        "PI_CHECK_PYTHON": "bin/python",
+        "PI_CHECK_CACHE": str(tmp_path / "cache"),
+    }
+    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"pi-check: {interpreter} cannot import the converter's dependencies" in result.stderr, result.stderr
+    missing = {**env, "PI_CHECK_PYTHON": "nowhere/python"}
+    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=missing)
+    assert result.returncode == 2 and result.stderr.startswith("pi-check: PI_CHECK_PYTHON: nowhere/python is not"), (
+        result.stderr
+    )
 
 
 @pytest.mark.slow

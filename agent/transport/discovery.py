@@ -65,7 +65,7 @@ class DiscoveryDevice:
 
 
 def discovery_topic(discovery_prefix: str, device_id: str) -> str:
-    return f"{discovery_prefix}/device/{device_id}/config"
+    return topics.ha_discovery_topic(discovery_prefix, device_id)
 
 
 def classes_of_interest(

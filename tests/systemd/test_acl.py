@@ -5,168 +5,35 @@ file itself. MQTT 3.1.1 brokers drop a publish the ACL denies and still acknowle
 is checked by what a privileged subscriber receives. No fixed sleeps prove an absence: each client
 sends its forbidden messages first and then one it may send; messages from one client reach a
 subscriber in order, so once the allowed one arrived, any forbidden one would have arrived before it.
+The device lines are checked against agent/transport/topics.py both ways; test_acl_agent.py runs the
+agent itself through the ACL.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.cli import main
-from agent.config import MqttConfig
-from tests.broker import Broker, mosquitto_binary
-
-ROOT = Path(__file__).resolve().parents[2]
-ACL = ROOT / "systemd" / "mosquitto.acl"
-CONF = ROOT / "systemd" / "mosquitto-yolo-edge.conf"
-PREFIX = MqttConfig().prefix  # the ACL is written for the default prefix
-PASSWORDS = {"operator": "op-secret", "homeassistant": "ha-secret", "dashboard": "d-secret"}
-PASSWORDS |= {"cam-a": "a-secret", "cam-b": "b-secret"}
-WAIT_S = 5.0
-NO = "Not authorized"
-# Everything the agent publishes under its own <prefix>/<device>/, and outside it.
-DEVICE_TOPICS = ("status", "detections", "events", "stats", "presence", "snapshot", "settings", "set/result")
-DEVICE_TOPICS += ("deploy/state",)
-
-pytestmark = pytest.mark.skipif(
-    mosquitto_binary() is None or shutil.which("mosquitto_passwd") is None,
-    reason="mosquitto and mosquitto_passwd are needed (apt install mosquitto mosquitto-clients)",
+from agent.transport import topics as names
+from agent.transport.topics import PUBLISHED, REPLY, SUBSCRIBED, device_topic, ha_discovery_topic
+from tests.broker import Broker
+from tests.systemd.secured_broker import (
+    ACL,
+    HA_PREFIX,
+    PASSWORDS,
+    PREFIX,
+    Client,
+    Got,
+    acl_rules,
+    granted,
+    needs_mosquitto,
 )
 
+NO = "Not authorized"
 
-def shipped_config(password_file: Path) -> str:
-    """The shipped snippet for a test broker: Broker() adds its own 127.0.0.1 listeners, the files are ours."""
-    text = CONF.read_text()
-    lines = ("listener 1883", "listener 9001\nprotocol websockets", "allow_anonymous false")
-    for line in (*lines, "password_file /etc/mosquitto/yolo-edge.passwd"):
-        assert f"\n{line}\n" in text, f"{CONF.name} should hold `{line}`"
-    text = text.replace("\nlistener 1883\n", "\n").replace("\nlistener 9001\nprotocol websockets\n", "\n")
-    text = text.replace("/etc/mosquitto/yolo-edge.passwd", str(password_file))
-    return text.replace("/etc/mosquitto/yolo-edge.acl", str(ACL))
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    workdir = tmp_path_factory.mktemp("acl")
-    password_file = workdir / "passwd"
-    for index, (user, password) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if index == 0 else []
-        subprocess.run(
-            ["mosquitto_passwd", *create, "-b", str(password_file), user, password],
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
-    # As root, Mosquitto switches to its own user, which cannot read pytest's private temporary directory.
-    run_as = "user root\n" if os.geteuid() == 0 else ""
-    config = run_as + shipped_config(password_file)
-    broker = Broker(workdir, extra_config=config, allow_anonymous=False, websockets=True).start()
-    yield broker
-    broker.stop()
-
-
-@dataclass(frozen=True)
-class Got:
-    topic: str
-    payload: bytes
-
-
-class Client:
-    """One logged-in MQTT 3.1.1 client that records what it receives. connect() returns the CONNACK's reason."""
-
-    def __init__(self, broker: Broker, user: str | None, password: str | None = None, websockets: bool = False) -> None:
-        self.broker = broker
-        self.port = broker.ws_port if websockets else broker.port
-        self.received: list[Got] = []
-        self.subacks: list[list[ReasonCode]] = []
-        self._changed = threading.Condition()
-        self._connack: ReasonCode | None = None
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"{user}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv311,
-            transport="websockets" if websockets else "tcp",
-        )
-        if user is not None:
-            self.client.username_pw_set(user, password if password is not None else PASSWORDS[user])
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode, props: object):
-        with self._changed:
-            self._connack = reason
-            self._changed.notify_all()
-        if reason.is_failure:
-            client.disconnect()
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
-        with self._changed:
-            self.subacks.append(reasons)
-            self._changed.notify_all()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        with self._changed:
-            self.received.append(Got(message.topic, bytes(message.payload)))
-            self._changed.notify_all()
-
-    def connect(self) -> ReasonCode:
-        self.client.connect(self.broker.host, self.port, keepalive=10)
-        self.client.loop_start()
-        with self._changed:
-            assert self._changed.wait_for(lambda: self._connack is not None, WAIT_S), "no CONNACK"
-            assert self._connack is not None
-            return self._connack
-
-    def subscribe(self, *topics: str) -> list[ReasonCode]:
-        count = len(self.subacks)
-        self.client.subscribe([(topic, 1) for topic in topics])
-        with self._changed:
-            assert self._changed.wait_for(lambda: len(self.subacks) > count, WAIT_S), "no SUBACK"
-            return self.subacks[count]
-
-    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
-
-    def wait_for(self, topic: str, payload: str) -> list[Got]:
-        """Everything received up to and including (topic, payload)."""
-        wanted = Got(topic, payload.encode())
-        with self._changed:
-            if not self._changed.wait_for(lambda: wanted in self.received, WAIT_S):
-                raise AssertionError(f"{topic} {payload!r} did not arrive; got {self.received}")
-            return self.received[: self.received.index(wanted) + 1]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def login(secured: Broker) -> Iterator:
-    """login(user) -> a connected Client; all closed after the test."""
-    clients: list[Client] = []
-
-    def connect(user: str, websockets: bool = False) -> Client:
-        client = Client(secured, user, websockets=websockets)
-        clients.append(client)
-        reason = client.connect()
-        assert not reason.is_failure, f"{user} was refused: {reason}"
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
+pytestmark = needs_mosquitto
 
 
 def topics(received: list[Got]) -> list[str]:
@@ -174,11 +41,39 @@ def topics(received: list[Got]) -> list[str]:
 
 
 def test_the_acl_is_written_for_the_default_prefix() -> None:
-    rules = [line.split() for line in ACL.read_text().splitlines() if line.startswith(("topic ", "pattern "))]
+    rules = acl_rules()
     assert rules, "no rules"
     for rule in rules:
-        assert rule[-1].startswith((f"{PREFIX}/", "homeassistant/")), rule
+        assert rule[-1].startswith((f"{PREFIX}/", f"{HA_PREFIX}/")), rule
         assert "%c" not in rule[-1], "client ids are not authenticated; rules use %u"
+
+
+def test_every_topic_name_in_topics_py_is_in_its_lists() -> None:
+    """A topic added to topics.py but to neither list would miss its ACL line and its end-to-end check."""
+    constants = {name: value for name, value in vars(names).items() if name.isupper() and isinstance(value, str)}
+    listed = {*PUBLISHED, *SUBSCRIBED, REPLY, names.HA_STATUS}
+    assert {name for name, value in constants.items() if value not in listed} == set()
+    assert len(set(PUBLISHED)) == len(PUBLISHED) and not set(PUBLISHED) & set(SUBSCRIBED)
+
+
+def test_the_device_lines_are_the_topics_the_agent_speaks() -> None:
+    """Both ways: a topic without its line is dropped by the broker, a line without a topic is a hole."""
+    writes = {device_topic(PREFIX, "%u", name) for name in (*PUBLISHED, f"{REPLY}/#")}
+    writes.add(ha_discovery_topic(HA_PREFIX, "%u"))
+    reads = {device_topic(PREFIX, "%u", name) for name in SUBSCRIBED} | {f"{HA_PREFIX}/{names.HA_STATUS}"}
+    assert {access for where, access, _ in acl_rules() if where == "pattern"} == {"read", "write"}
+    for access, wanted in (("write", writes), ("read", reads)):
+        lines = granted("pattern", access)
+        missing, extra = sorted(wanted - lines), sorted(lines - wanted)
+        assert not missing, f"{ACL.name} lacks `pattern {access}` for {missing} (agent/transport/topics.py)"
+        assert not extra, f"{ACL.name} has `pattern {access}` for {extra}, which agent/transport/topics.py lacks"
+
+
+def test_the_operator_may_send_every_command_the_agent_takes() -> None:
+    assert granted("user operator", "write") == {device_topic(PREFIX, "+", name) for name in SUBSCRIBED}
+    assert granted("user dashboard", "write") == {
+        device_topic(PREFIX, "+", n) for n in (names.SET, names.SNAPSHOT_REQUEST)
+    }
 
 
 def test_a_device_writes_its_own_topics_and_nothing_else(login) -> None:
@@ -200,7 +95,8 @@ def test_a_device_writes_its_own_topics_and_nothing_else(login) -> None:
     ]
     for topic in forbidden:
         cam_a.publish(topic, "forbidden")
-    allowed = [f"{PREFIX}/cam-a/{name}" for name in DEVICE_TOPICS] + ["homeassistant/device/cam-a/config"]
+    allowed = [device_topic(PREFIX, "cam-a", name) for name in (*PUBLISHED, f"{REPLY}/fleet-1")]
+    allowed.append(ha_discovery_topic(HA_PREFIX, "cam-a"))
     for topic in allowed:
         cam_a.publish(topic, "allowed")
     got = watcher.wait_for(allowed[-1], "allowed")

@@ -101,11 +101,13 @@ def test_video_file_delivers_every_frame_in_order_then_ends(tmp_path: Path, name
 def test_unpaced_file_frames_are_stamped_when_taken(video: Path) -> None:
     # The queue holds decoded frames while the consumer is busy; they must not look stale to it.
     with open_source(str(video)) as src:
-        time.sleep(0.3)
+        assert wait_for(lambda: src.health().frames_read >= 2, 5.0), "the reader decoded nothing"
+        # The frame read next was decoded before this moment: stamped when decoded, it would be older.
+        asked_mono, asked_at = time.monotonic(), time.time()
         frame = src.read(1.0)
         assert frame is not None
-        assert time.monotonic() - frame.captured_mono < 0.1
-        assert abs(time.time() - frame.captured_at) < 0.1
+        assert asked_mono <= frame.captured_mono <= time.monotonic()
+        assert asked_at <= frame.captured_at <= time.time()
 
 
 def test_video_file_loop_keeps_going_and_counting(video: Path) -> None:
@@ -122,18 +124,24 @@ def test_video_file_at_fps_is_paced_and_keeps_newest(tmp_path: Path) -> None:
     started = time.monotonic()
     with open_source(str(path), fps=20) as src:
         frames: list[Frame] = []
-        while not src.ended and time.monotonic() - started < 5:
+        while not src.ended and time.monotonic() - started < 15:
             frame = src.read(0.5)
             if frame is not None:
                 frames.append(frame)
                 time.sleep(0.12)  # a consumer slower than 20 fps
-        elapsed = time.monotonic() - started
         health = src.health()
     assert src.ended
-    assert 0.85 <= elapsed <= 3.0  # 20 frames at 20 fps: about a second
     ids = [f.frame_id for f in frames]
     assert ids == sorted(set(ids)) and ids[-1] == 20
     assert len(ids) < 20 and health.frames_dropped == 20 - len(ids)
+    # Paced, never early: frame n is offered no sooner than (n - 1) / fps after the source opened (1 ms
+    # for the clock's rounding). A loaded machine can only make it later: there is no upper bound to hold.
+    early = [
+        (f.frame_id, f.captured_mono - started)
+        for f in frames
+        if f.captured_mono - started < (f.frame_id - 1) / 20 - 1e-3
+    ]
+    assert early == [], early
 
 
 def test_folder_in_sorted_order_skips_and_counts_unreadable(folder: Path) -> None:
@@ -278,37 +286,53 @@ def test_to_bgr_passes_pictures_and_rejects_garbage(image: np.ndarray | None, sh
 
 
 class StuckCamera:
-    """A live camera whose first capture blocks in grab() until released; later opens deliver frames."""
+    """A live camera whose first `stuck` captures block in grab() until let go; later opens deliver frames.
 
-    def __init__(self) -> None:
-        self.release_stuck = threading.Event()
-        self.in_stuck_grab = threading.Event()
+    Capture i (0-based) sets in_grab[i] when its read begins and released[i] when it is released.
+    """
+
+    def __init__(self, stuck: int = 1) -> None:
+        self.let_go = [threading.Event() for _ in range(stuck)]
+        self.in_grab = [threading.Event() for _ in range(stuck)]
+        self.released = [threading.Event() for _ in range(stuck)]
         self.opens = 0
-        self.stuck_released = threading.Event()
 
     def open(self) -> StuckCamera.Capture:
         self.opens += 1
-        return self.Capture(self, stuck=self.opens == 1)
+        return self.Capture(self, self.opens - 1 if self.opens <= len(self.let_go) else None)
+
+    def let_all_go(self) -> None:
+        for event in self.let_go:
+            event.set()
 
     class Capture:
-        def __init__(self, camera: StuckCamera, stuck: bool) -> None:
+        def __init__(self, camera: StuckCamera, stuck: int | None) -> None:
             self.camera, self.stuck = camera, stuck
 
         def grab(self) -> bool:
-            if self.stuck:
-                self.camera.in_stuck_grab.set()
-                self.camera.release_stuck.wait(30)
+            if self.stuck is not None:
+                self.camera.in_grab[self.stuck].set()
+                self.camera.let_go[self.stuck].wait(30)
             else:
                 time.sleep(0.01)  # a camera's frame period
             return True
 
         def retrieve(self) -> tuple[bool, np.ndarray]:
-            # The stuck capture's frames are black, the good one's grey: a frame from the abandoned reader shows.
-            return True, gray(0 if self.stuck else 128)
+            # The stuck captures' frames are black, the good one's grey: a frame from an abandoned reader shows.
+            return True, gray(0 if self.stuck is not None else 128)
 
         def release(self) -> None:
-            if self.stuck:
-                self.camera.stuck_released.set()
+            if self.stuck is not None:
+                self.camera.released[self.stuck].set()
+
+
+def read_frames(src: FrameSource, count: int, timeout: float = 10.0) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < count and time.monotonic() < deadline:
+        if (frame := src.read(0.1)) is not None:
+            frames.append(frame)
+    return frames
 
 
 def test_a_read_that_never_returns_gets_its_reader_replaced(caplog: pytest.LogCaptureFixture) -> None:
@@ -319,23 +343,58 @@ def test_a_read_that_never_returns_gets_its_reader_replaced(caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="yolo_edge.source"):
         src = FrameSource(backend, loop=False, fps=0, reconnect_max_s=0.2, stall_timeout_s=0.5)
         try:
-            assert camera.in_stuck_grab.wait(5), "the reader never started its first read"
-            frames: list[Frame] = []
-            deadline = time.monotonic() + 10
-            while len(frames) < 3 and time.monotonic() < deadline:
-                if (frame := src.read(0.1)) is not None:
-                    frames.append(frame)
+            assert camera.in_grab[0].wait(5), "the reader never started its first read"
+            frames = read_frames(src, 3)
             assert len(frames) == 3, f"no frames from the reopened camera; health {src.health()}"
             assert {level_of(f) for f in frames} == {128}
             health = src.health()
             assert health.stalls == 1 and health.connected and camera.opens == 2, health
+            assert health.abandoned_readers == 1, health
             assert any("a read has not returned" in r.getMessage() for r in caplog.records), caplog.text
 
             # The stuck read returns at last: its reader lets go of its capture and delivers nothing.
-            camera.release_stuck.set()
-            assert camera.stuck_released.wait(5), "the abandoned reader kept its capture"
+            camera.let_all_go()
+            assert camera.released[0].wait(5), "the abandoned reader kept its capture"
             later = [f for f in (src.read(0.1) for _ in range(10)) if f is not None]
             assert later and {level_of(f) for f in later} == {128}
+            assert src.health().abandoned_readers == 0
         finally:
-            camera.release_stuck.set()
+            camera.let_all_go()
+            src.close()
+
+
+def test_no_new_reader_while_an_abandoned_one_is_still_stuck(caplog: pytest.LogCaptureFixture) -> None:
+    """A device that hangs every reader: one is abandoned, the next waits until a stuck read returns."""
+    from agent.pipeline.capture import Backend
+    from agent.pipeline.read_watch import MAX_ABANDONED
+
+    stall_s = 0.3
+    camera = StuckCamera(stuck=MAX_ABANDONED + 1)
+    backend = Backend("camera", "camera wedged", True, camera.open)
+    with caplog.at_level(logging.INFO, logger="yolo_edge.source"):
+        src = FrameSource(backend, loop=False, fps=0, reconnect_max_s=0.2, stall_timeout_s=stall_s)
+        try:
+            assert camera.in_grab[-1].wait(10), f"the readers were not replaced up to the bound; {src.health()}"
+            # The consumer goes on asking for frames over many stall timeouts: nothing more is opened.
+            assert read_frames(src, 1, timeout=10 * stall_s) == []
+            health = src.health()
+            assert camera.opens == MAX_ABANDONED + 1 and health.abandoned_readers == MAX_ABANDONED, health
+            assert health.stalls == MAX_ABANDONED + 1 and not health.connected, health
+            assert "a read that does not return" in (health.last_error or ""), health
+            waiting = [r for r in caplog.records if "not reopening while" in r.getMessage()]
+            assert len(waiting) == 1, caplog.text
+
+            # The first stuck read returns: its reader releases its capture and exits, so the reader
+            # still stuck may be replaced, and the capture opened next delivers.
+            camera.let_go[0].set()
+            assert camera.released[0].wait(5), "the abandoned reader kept its capture"
+            frames = read_frames(src, 3)
+            assert len(frames) == 3 and {level_of(f) for f in frames} == {128}, src.health()
+            health = src.health()
+            assert health.connected and health.abandoned_readers == MAX_ABANDONED, health
+            camera.let_all_go()
+            assert all(released.wait(5) for released in camera.released), "an abandoned reader kept its capture"
+            assert wait_for(lambda: src.health().abandoned_readers == 0, 5), src.health()
+        finally:
+            camera.let_all_go()
             src.close()

@@ -204,9 +204,38 @@ class Sent:
             assert self.changed.wait_for(lambda: len(self.times) >= count, timeout), self.times
 
 
+class Delays(random.Random):
+    """The announcer's random source: always `delay` seconds, and a record of the ranges drawn from."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(0)
+        self.delay = delay
+        self.drawn: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.drawn.append((a, b))
+        return self.delay
+
+
+def wait_timers_done(announcer: DiscoveryAnnouncer, timeout: float = 5.0) -> None:
+    """Wait until none of `announcer`'s re-send timers is alive: each has sent or was cancelled.
+
+    The positive sign that nothing more will be sent, where a sleep would pass on a slow machine
+    before a wrong re-send came. A timer leaves threading.enumerate() only after its send returned.
+    """
+    deadline = time.monotonic() + timeout
+    while any(
+        isinstance(thread, threading.Timer) and getattr(thread.function, "__self__", None) is announcer
+        for thread in threading.enumerate()
+    ):
+        assert time.monotonic() < deadline, f"a re-send timer still runs after {timeout} s"
+        time.sleep(0.01)
+
+
 def test_announcer_sends_now_and_again_after_online_with_a_random_delay() -> None:
     sent = Sent()
-    announcer = DiscoveryAnnouncer(sent, "homeassistant/device/d/config", b"{}", max_delay_s=0.3, rng=random.Random(1))
+    delays = Delays(0.1)
+    announcer = DiscoveryAnnouncer(sent, "homeassistant/device/d/config", b"{}", max_delay_s=0.3, rng=delays)
     try:
         announcer.announce()
         assert len(sent.times) == 1
@@ -214,15 +243,16 @@ def test_announcer_sends_now_and_again_after_online_with_a_random_delay() -> Non
         announcer.on_ha_status(b"online")
         assert len(sent.times) == 1, "never on paho's thread: later, on a timer"
         sent.wait(2, timeout=5)
-        assert 0 <= sent.times[1] - asked <= 0.3 + 1.0
+        assert delays.drawn == [(0, 0.3)], "a delay drawn from 0..max_delay_s"
+        assert sent.times[1] - asked >= delays.delay, "not before the drawn delay"
         for other in (b"offline", b"", b"\xff\xfe"):
             announcer.on_ha_status(other)
-        time.sleep(0.5)
+        wait_timers_done(announcer)
         assert len(sent.times) == 2, "only `online` asks for discovery again"
         for _ in range(3):  # Home Assistant restarting quickly: one re-send, not three
             announcer.on_ha_status(b"online")
         sent.wait(3, timeout=5)
-        time.sleep(0.5)
+        wait_timers_done(announcer)
         assert len(sent.times) == 3
     finally:
         announcer.close()
@@ -234,7 +264,7 @@ def test_closing_the_announcer_cancels_a_pending_send() -> None:
     announcer.on_ha_status(b"online")
     announcer.close()
     announcer.on_ha_status(b"online")
-    time.sleep(0.4)
+    wait_timers_done(announcer)
     assert sent.times == []
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from agent.pipeline.capture import Backend, Capture, CaptureUnavailable, SourceError, resolve, to_bgr
 from agent.pipeline.frame_buffer import FrameBuffer
 from agent.pipeline.frames import Frame
+from agent.pipeline.read_watch import ReadWatch
 from agent.transport.urls import traceback_text
 
 __all__ = ["FrameSource", "SourceError", "SourceHealth", "open_source"]
@@ -34,8 +35,9 @@ MAX_INVALID_IN_A_ROW = 30
 FILE_QUEUE_FRAMES = 2
 JOIN_TIMEOUT_S = 1.0
 # A live read that has not returned for this long is stuck (a driver or a stream that neither delivers
-# nor fails): the reader is abandoned and a new one reopens. Longer than the backends' own read
-# timeouts (capture.STREAM_TIMEOUT_MS, V4L2's select), which turn most stalls into a failed read first.
+# nor fails): the reader is abandoned and a new one reopens, within read_watch's bound. Longer than the
+# backends' own read timeouts (capture.STREAM_TIMEOUT_MS, V4L2's select), which turn most stalls into
+# a failed read first.
 STALL_TIMEOUT_S = 15.0
 
 
@@ -47,7 +49,9 @@ class SourceHealth:
     delivered. reopen_count: successful opens after the first (a looping file does not count).
     frames_dropped: frames replaced by a newer one before the consumer read them.
     reopen_attempts: opens tried after the first, failed or not.
-    stalls: reads that did not return within the stall timeout, whose reader was replaced.
+    stalls: reads that did not return within the stall timeout, each counted once.
+    abandoned_readers: readers given up in a read that has not returned yet; each holds a thread
+    and a capture, and none is started while read_watch.MAX_ABANDONED of them are stuck.
     """
 
     kind: str
@@ -59,6 +63,7 @@ class SourceHealth:
     frames_dropped: int
     reopen_attempts: int
     stalls: int = 0
+    abandoned_readers: int = 0
 
 
 class FrameSource:
@@ -101,17 +106,14 @@ class FrameSource:
         self._opens = 1 if first is not None else 0
         self._opened = self._opens
         self._last_error: str | None = None
-        self._stall_timeout_s = stall_timeout_s
-        self._stalls = 0
         # Each reader thread has a generation; a reader found stuck in a read is abandoned by raising
         # the generation, and whatever it does when (if ever) the read returns is ignored.
-        self._generation = 0
-        self._read_since: float | None = None  # monotonic start of the current live read, None between reads
+        self._watch = ReadWatch(stall_timeout_s)
         self._thread = self._start_reader(self._run_live if backend.live else self._run_file, first)
 
     def _start_reader(self, run: Callable[[Capture | None, int], None], first: Capture | None) -> threading.Thread:
         thread = threading.Thread(
-            target=self._main, args=(run, first, self._generation), name=f"source-{self.kind}", daemon=True
+            target=self._main, args=(run, first, self._watch.generation), name=f"source-{self.kind}", daemon=True
         )
         thread.start()
         return thread
@@ -154,7 +156,8 @@ class FrameSource:
             last_error=self._last_error,
             frames_dropped=self._buffer.dropped,
             reopen_attempts=max(0, self._opens - 1),
-            stalls=self._stalls,
+            stalls=self._watch.stalls,
+            abandoned_readers=self._watch.abandoned(),
         )
 
     def probe(self, timeout: float) -> None:
@@ -178,36 +181,40 @@ class FrameSource:
             log.warning("source reader of %s still in a blocking read; it exits when the read times out", self.name)
 
     def _replace_a_stuck_reader(self) -> None:
-        """Called by the consumer: a live read stuck past the stall timeout gets its reader replaced."""
-        since = self._read_since
-        if since is None or self._closed:
+        """Called by the consumer: a live read stuck past the stall timeout gets its reader replaced, if allowed."""
+        stall = None if self._closed else self._watch.check(self._thread)
+        if stall is None:
             return
-        stuck_s = time.monotonic() - since
-        if stuck_s < self._stall_timeout_s:
-            return
-        self._generation += 1
-        self._read_since = None
-        self._stalls += 1
-        self._connected = False
-        self._last_error = f"no frame for {stuck_s:.0f} s, a read that does not return: {self.name}"
-        log.warning("source lost: %s: a read has not returned for %.0f s; reopening", self.name, stuck_s)
-        # The stuck thread keeps its capture and releases it if its read ever returns.
-        self._thread = self._start_reader(self._run_live, None)
+        if stall.first:
+            self._connected = False
+            self._last_error = f"no frame for {stall.stuck_s:.0f} s, a read that does not return: {self.name}"
+        if stall.replaced:
+            log.warning("source lost: %s: a read has not returned for %.0f s; reopening", self.name, stall.stuck_s)
+            # The stuck thread keeps its capture and releases it if its read ever returns.
+            self._thread = self._start_reader(self._run_live, None)
+        elif stall.first:
+            log.warning(
+                "source lost: %s: a read has not returned for %.0f s; not reopening while %d earlier reader(s) "
+                "are still stuck in the driver: waiting for a read to return",
+                self.name,
+                stall.stuck_s,
+                stall.stuck_readers,
+            )
 
     def _current(self, generation: int) -> bool:
-        return generation == self._generation and not self._stop.is_set()
+        return generation == self._watch.generation and not self._stop.is_set()
 
     def _main(self, run: Callable[[Capture | None, int], None], first: Capture | None, generation: int) -> None:
         try:
             run(first, generation)
         except Exception as exc:
-            if generation == self._generation:
+            if generation == self._watch.generation:
                 # A bug, not a source going away: hand it to the consumer's read() instead of dying unseen.
                 # Not log.exception: the traceback may quote the uri with its password.
                 log.error("source reader of %s failed:\n%s", self.name, self._backend.scrub(traceback_text(exc)))
                 self._error = exc
         finally:
-            if generation == self._generation:
+            if generation == self._watch.generation:
                 self._connected = False
                 self._buffer.finish()
                 self._settled.set()
@@ -229,14 +236,13 @@ class FrameSource:
         self._opened += 1
         return cap
 
-    def _grab(self, cap: Capture, generation: int) -> bool | None:
-        """cap.grab(), timed for the stall check; None when this reader was abandoned meanwhile."""
-        self._read_since = time.monotonic()
+    def _grab(self, cap: Capture, generation: int) -> tuple[bool, float | None] | None:
+        """(cap.grab(), when the read began if it was reported stuck), timed for the stall check;
+        None when this reader was abandoned meanwhile."""
+        self._watch.begin()
         grabbed = cap.grab()
-        if generation != self._generation:
-            return None
-        self._read_since = None
-        return grabbed
+        current, stuck_since = self._watch.end(generation)
+        return (grabbed, stuck_since) if current else None
 
     def _run_live(self, first: Capture | None, generation: int) -> None:
         cap = first
@@ -261,9 +267,12 @@ class FrameSource:
                             log.warning("source unavailable: %s: %s; retrying", self.name, self._last_error)
                         continue
                     invalid_in_row = 0
-                grabbed = self._grab(cap, generation)
-                if grabbed is None:
+                read = self._grab(cap, generation)
+                if read is None:
                     break  # abandoned while stuck in the read: a newer reader owns the source now
+                grabbed, stuck_since = read
+                if down_since is None and stuck_since is not None:
+                    down_since = stuck_since  # reported lost while stuck, not replaced: its return ends that
                 if not grabbed:
                     reason = "read failed"
                 elif self._period and time.monotonic() < next_due:

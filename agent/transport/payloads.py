@@ -146,5 +146,14 @@ def stats_payload(
 
 
 def _source_summary(health: object) -> dict[str, object]:
-    fields = ("kind", "connected", "frames_read", "frames_invalid", "reopen_count", "stalls", "last_error")
+    fields = (
+        "kind",
+        "connected",
+        "frames_read",
+        "frames_invalid",
+        "reopen_count",
+        "stalls",
+        "abandoned_readers",
+        "last_error",
+    )
     return {name: getattr(health, name) for name in fields if getattr(health, name, None) is not None}

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from agent.pipeline.capture import Backend, Capture, CaptureUnavailable
 from agent.pipeline.detector import load_detector
 from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.pipeline.read_watch import MAX_ABANDONED
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
 from agent.pipeline.sources import MAX_INVALID_IN_A_ROW, FrameSource
@@ -219,6 +221,34 @@ class Rig:
         return next(s for s in self.observer.json("stats") if predicate(s))
 
 
+def good_frames(video: Path, count: int = 30) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    good = [capture.read()[1] for _ in range(count)]
+    capture.release()
+    return good
+
+
+@contextmanager
+def agent_loop_on(
+    backend: Backend, tmp_path: Path, broker: Broker, fixture_onnx: Path, **source_options: float
+) -> Iterator[tuple[FrameSource, RunningLoop]]:
+    """The agent's frame loop, with its MQTT publisher and outbox, reading a FrameSource on `backend`."""
+    detector, _ = load_detector(fixture_onnx, "auto", 1)
+    settings = MqttSettings(broker.host, broker.port, f"{PREFIX}/{DEVICE}", DEVICE, reconnect_max_s=1)
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox, MqttPublisher(settings, outbox) as publisher:
+        source = FrameSource(backend, loop=False, fps=0, reconnect_max_s=RECONNECT_MAX_S, **source_options)
+        loop_settings = LoopSettings(stats_interval=STATS_INTERVAL_S, end_after=0.5, snapshot=SnapshotSettings())
+        running = RunningLoop(AgentLoop(source, detector, publisher, loop_settings))
+        running.loop.on_frame = running.results.append
+        try:
+            yield source, running.start()
+        finally:
+            if running.alive():
+                running.loop.stop.set()
+                running.thread.join(10)
+            source.close()
+
+
 @pytest.fixture
 def rig(
     tmp_path: Path,
@@ -227,25 +257,11 @@ def rig(
     fixture_onnx: Path,
     sample_video: tuple[Path, list],
 ) -> Iterator[Rig]:
-    capture = cv2.VideoCapture(str(sample_video[0]))
-    good = [capture.read()[1] for _ in range(30)]
-    capture.release()
+    good = good_frames(sample_video[0])
     camera = ScriptedCamera(good)
     observer = observe(broker, DEVICE)
-    detector, _ = load_detector(fixture_onnx, "auto", 1)
-    settings = MqttSettings(broker.host, broker.port, f"{PREFIX}/{DEVICE}", DEVICE, reconnect_max_s=1)
-    with Outbox(tmp_path / "outbox.sqlite3") as outbox, MqttPublisher(settings, outbox) as publisher:
-        source = FrameSource(camera.backend, loop=False, fps=0, reconnect_max_s=RECONNECT_MAX_S)
-        loop_settings = LoopSettings(stats_interval=STATS_INTERVAL_S, end_after=0.5, snapshot=SnapshotSettings())
-        running = RunningLoop(AgentLoop(source, detector, publisher, loop_settings))
-        running.loop.on_frame = running.results.append
-        try:
-            yield Rig(camera, good, source, running.start(), observer)
-        finally:
-            if running.alive():
-                running.loop.stop.set()
-                running.thread.join(10)
-            source.close()
+    with agent_loop_on(camera.backend, tmp_path, broker, fixture_onnx) as (source, running):
+        yield Rig(camera, good, source, running, observer)
 
 
 @pytest.mark.fault
@@ -321,6 +337,126 @@ def test_a_misbehaving_camera_never_stops_the_loop_and_is_reported(rig: Rig, cap
     assert sum(m.startswith("source back after") for m in source_log) == 3, source_log
     events = distinct_events(rig.observer.on("events"))
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+class WedgedCamera:
+    """A live camera whose driver can wedge: then every grab, on any capture old or new, blocks until unwedged.
+
+    It counts what a wedge costs the agent: captures open (opened and not released) and the reader
+    threads blocked in a grab, now and at most.
+    """
+
+    def __init__(self, good: list[np.ndarray]) -> None:
+        self._good = good
+        self._working = threading.Event()
+        self._working.set()
+        self._lock = threading.Lock()
+        self._in_grab: set[threading.Thread] = set()
+        self.readers: set[threading.Thread] = set()  # every thread that ever grabbed
+        self.most_stuck = 0
+        self.opened = self.released = 0
+        self.backend = Backend("camera", "wedged camera", True, self._open)
+
+    def wedge(self) -> None:
+        self._working.clear()
+
+    def unwedge(self) -> None:
+        self._working.set()
+
+    def stuck(self) -> int:
+        with self._lock:
+            return len(self._in_grab)
+
+    def _open(self) -> Capture:
+        with self._lock:
+            self.opened += 1
+        return _WedgedCapture(self)
+
+    def grab(self) -> bool:
+        me = threading.current_thread()
+        with self._lock:
+            self.readers.add(me)
+            if not self._working.is_set():
+                self._in_grab.add(me)
+                self.most_stuck = max(self.most_stuck, len(self._in_grab))
+        self._working.wait(60)  # a wedged driver; 60 s only so a failed test cannot leave it behind for good
+        with self._lock:
+            self._in_grab.discard(me)
+        time.sleep(FRAME_PERIOD_S)
+        return True
+
+    def frame(self) -> np.ndarray:
+        return self._good[int(time.monotonic() * 25) % len(self._good)]
+
+    def release(self) -> None:
+        with self._lock:
+            self.released += 1
+
+
+class _WedgedCapture:
+    def __init__(self, camera: WedgedCamera) -> None:
+        self._camera = camera
+
+    def grab(self) -> bool:
+        return self._camera.grab()
+
+    def retrieve(self) -> tuple[bool, Any]:
+        return True, self._camera.frame()
+
+    def release(self) -> None:
+        self._camera.release()
+
+
+@pytest.mark.fault
+def test_a_camera_that_hangs_every_read_holds_a_bounded_number_of_readers_and_comes_back(
+    tmp_path: Path,
+    broker: Broker,
+    observe: Callable[..., Observer],
+    fixture_onnx: Path,
+    sample_video: tuple[Path, list],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A driver that hangs in grab() for good used to cost a new reader thread and capture per stall timeout."""
+    caplog.set_level(logging.INFO, logger="yolo_edge.source")
+    stall_s = 0.3
+    camera = WedgedCamera(good_frames(sample_video[0]))
+    observer = observe(broker, DEVICE)
+    with agent_loop_on(camera.backend, tmp_path, broker, fixture_onnx, stall_timeout_s=stall_s) as (source, running):
+        running.wait_processed(5, "the first frames")
+        camera.wedge()
+        wedged = time.time()
+        # Many stall timeouts, while the loop goes on asking for frames: stats keep coming all along.
+        observer.wait_for(
+            "stats 12 stall timeouts into the wedge",
+            lambda: any(s["ts"] > wedged + 12 * stall_s for s in observer.json("stats")),
+            timeout=15,
+        )
+        assert running.alive(), running.error
+        bound = 1 + MAX_ABANDONED  # the current reader and the abandoned ones
+        assert camera.most_stuck <= bound and camera.stuck() == bound, (camera.most_stuck, camera.stuck())
+        assert camera.opened - camera.released <= bound and len(camera.readers) <= bound + 1, camera.readers
+        stalled = observer.json("stats")[-1]["source"]
+        assert stalled["abandoned_readers"] == MAX_ABANDONED and not stalled["connected"], stalled
+        assert stalled["stalls"] == bound and "a read that does not return" in stalled["last_error"], stalled
+        waiting = [r.getMessage() for r in caplog.records if "not reopening while" in r.getMessage()]
+        assert len(waiting) == 1, caplog.text  # said once, not once per check
+
+        # The driver comes back: the stuck reads return, the abandoned readers let go of their captures.
+        before = len(running.results)
+        camera.unwedge()
+        running.wait_processed(before + 5, "frames after the camera came back")
+        observer.wait_for(
+            "stats with the camera back and no reader stuck",
+            lambda: any(
+                s["ts"] > wedged and s["source"]["connected"] and s["source"]["abandoned_readers"] == 0
+                for s in observer.json("stats")
+            ),
+            timeout=10,
+        )
+        wait_until("the abandoned captures released", lambda: camera.opened - camera.released == 1, 5)
+        assert sum(reader.is_alive() for reader in camera.readers) == 1
+        assert source.health().stalls == bound
+    assert any(r.getMessage().startswith("source back after") for r in caplog.records), caplog.text
 
 
 # -- the agent process on a network camera that misbehaves ----------------------------------------

@@ -374,9 +374,11 @@ def test_no_new_reader_while_an_abandoned_one_is_still_stuck(caplog: pytest.LogC
     with caplog.at_level(logging.INFO, logger="yolo_edge.source"):
         src = FrameSource(backend, loop=False, fps=0, reconnect_max_s=0.2, stall_timeout_s=stall_s)
         try:
-            assert camera.in_grab[-1].wait(10), f"the readers were not replaced up to the bound; {src.health()}"
+            # Stuck readers are noticed by the consumer, in read().
+            replaced = wait_for(lambda: src.read(0.05) is None and camera.in_grab[-1].is_set(), 10)
+            assert replaced, f"the readers were not replaced up to the bound; {src.health()}"
             # The consumer goes on asking for frames over many stall timeouts: nothing more is opened.
-            assert read_frames(src, 1, timeout=10 * stall_s) == []
+            assert read_frames(src, 1, timeout=6 * stall_s) == []
             health = src.health()
             assert camera.opens == MAX_ABANDONED + 1 and health.abandoned_readers == MAX_ABANDONED, health
             assert health.stalls == MAX_ABANDONED + 1 and not health.connected, health

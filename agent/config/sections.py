@@ -17,6 +17,7 @@ from agent.transport.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+MAX_THREADS = 1024
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -57,7 +58,10 @@ class ModelConfig:
     precision: str = field(
         default="auto", metadata=rule("choice", f"one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
     )
-    threads: int = field(default=0, metadata=rule("int", "an integer >= 0 (0 = all cores)", lambda v: v >= 0))
+    # Bounded: onnxruntime takes a 32-bit count, and a huge one fails with a multi-line pybind11 message.
+    threads: int = field(
+        default=0, metadata=rule("int", "an integer 0..1024 (0 = all cores)", lambda v: 0 <= v <= MAX_THREADS)
+    )
     confidence: float = field(default=0.25, metadata=rule("float", "a number 0 < x <= 1", fraction))
     iou: float = field(default=0.45, metadata=rule("float", "a number 0 < x <= 1", fraction))
     classes: tuple[str, ...] = field(

@@ -279,16 +279,21 @@ def retained(host: str, port: int, device_id: str, names: tuple[str, ...], timeo
     A publisher that has just connected may still be handing its retained messages over, and a
     subscriber arriving mid-way gets them live, with the retain flag off. So a first observer waits
     until each of `names` has passed, live or retained; the broker then holds them for the second.
+    That one knows it has every retained message when a marker it publishes itself comes back: the
+    broker queues what it retains while handling the SUBSCRIBE, before any later PUBLISH of the
+    same client (a QoS 1 marker: it waits behind a retained QoS 1 message, never overtakes it).
     """
     with closing(Observer(host, port, device_id, timeout=timeout)) as first:
         first.wait_for(f"messages on {', '.join(names)}", lambda: all(first.on(name) for name in names), timeout)
-    with closing(Observer(host, port, device_id, timeout=timeout)) as observer:
+    marker = f"yolo-edge-test/marker/{uuid.uuid4().hex}"  # outside every device's topics: no other client sees it
+    with closing(Observer(host, port, device_id, timeout=timeout, also=(marker,))) as observer:
         observer.wait_for(
             f"retained {', '.join(names)}",
             lambda: all(any(m.retain for m in observer.on(name)) for name in names),
             timeout,
         )
-        time.sleep(0.2)  # anything else retained comes in the same burst
+        observer.client.publish(marker, b"", qos=1)
+        observer.wait_for("the marker after the retained messages", lambda: bool(observer.on_topic(marker)), timeout)
         return {m.name: m for m in list(observer.messages) if m.retain}
 
 

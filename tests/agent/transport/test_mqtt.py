@@ -111,6 +111,28 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -
         time.sleep(0.02)
 
 
+def marker_arrived(observer: Observer, send: Callable[[str, bytes], object], timeout: float = 5.0) -> None:
+    """Send a QoS 1 marker under PREFIX with `send(full_topic, payload)`; wait until `observer` has it.
+
+    The positive sign that something did not happen: a client's messages reach a subscriber in the
+    order the broker took them, so once the marker is in, whatever that client sent before it (or the
+    broker queued for the observer before taking it) is in too.
+    """
+    topic, payload = f"{PREFIX}/test-marker", uuid.uuid4().hex.encode()
+    send(topic, payload)
+    observer.wait_for("the marker", lambda: payload in [m.payload for m in observer._unlocked_on(topic)], timeout)
+
+
+def through(publisher: MqttPublisher) -> Callable[[str, bytes], None]:
+    """marker_arrived()'s `send` for a marker the publisher sends (QoS 1: after every outbox row it holds)."""
+    return lambda topic, payload: publisher.publish(topic.removeprefix(PREFIX + "/"), payload, qos=1)
+
+
+def broker_log_count(broker: Broker, text: str) -> int:
+    """How many lines of the broker's log hold `text` (Mosquitto writes each as it happens)."""
+    return sum(text in line for line in broker.log_path.read_text(errors="replace").splitlines())
+
+
 def settings(port: int, **overrides: object) -> MqttSettings:
     values: dict = {"keepalive": 10, "reconnect_max_s": 1.0} | overrides
     return MqttSettings(host="127.0.0.1", port=port, topic_prefix=PREFIX, client_id="cam1", **values)
@@ -240,7 +262,10 @@ def test_online_retained_on_connect_and_stopped_on_close(tmp_path: Path, broker:
     after = observers(broker)
     after.wait_count(STATUS, 1)
     assert after.on(STATUS)[0].payload == b"stopped" and after.on(STATUS)[0].retain
-    time.sleep(0.3)  # a clean DISCONNECT: the broker must not publish the will
+    # A clean DISCONNECT: the broker must not publish the will. The DISCONNECT was in the broker's socket
+    # before `after` connected, so the broker has handled it, and a will would have been queued for
+    # `late` ahead of a marker `late` publishes now.
+    marker_arrived(late, lambda topic, payload: late.client.publish(topic, payload, qos=1))
     assert late.payloads(STATUS) == [b"online", b"stopped"]
 
 
@@ -279,7 +304,8 @@ def test_qos1_published_while_broker_is_down_arrives_in_order_after_restart(
     wait_until("outbox emptied by acknowledgements", lambda: publisher.health().outbox_pending == 0)
     health = publisher.health()
     assert health.reconnects == 1 and health.connected and health.extra["inflight"] == 0
-    time.sleep(0.2)
+    # Every row was acknowledged, so none is left to hand again; a marker sent now comes after any handed twice.
+    marker_arrived(observer, through(publisher))
     assert len(observer.payloads(EVENTS)) == 20  # none handed twice
 
 
@@ -375,10 +401,14 @@ def test_refused_credentials_are_not_reported_as_connected(
     try:
         observer = observers(secured, username="cam", password="right")
         wrong = publishers(settings(secured.port, username="cam", password="wrong"), Outbox(tmp_path / "a.db"))
-        deadline = time.monotonic() + 2.5  # two or three attempts at reconnect_max_s = 1
-        while time.monotonic() < deadline:
+
+        def refused_three_times() -> bool:
             assert not wrong.health().connected
-            time.sleep(0.05)
+            return broker_log_count(secured, "disconnected, not authorised") >= 3
+
+        # Counted by the broker, not by the clock: a third attempt begins only after the publisher has
+        # handled the second refusal, so whatever it logs or counts for a retry has happened by then.
+        wait_until("three refused attempts", refused_three_times, timeout=15.0)
         health = wrong.health()
         assert health.reconnects == 0 and health.extra["refused"] is True
         assert observer.payloads(STATUS) == []
@@ -457,7 +487,7 @@ def test_retained_qos1_state_goes_out_once_per_connect_and_survives_restarts(
     # Still in the outbox, so the outbox replay alone carries it: not re-published on top (v2, v1, v2).
     assert observer.wait_count(config, 2) == [b"v1", b"v2"]
     wait_until("outbox empty", lambda: outbox.count() == 0)
-    time.sleep(0.2)
+    marker_arrived(observer, through(publisher))  # nothing handed before it is still on its way
     assert observer.payloads(config) == [b"v1", b"v2"]
 
     broker.stop()  # acknowledged and gone from the outbox: now only the publisher's memory has it

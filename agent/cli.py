@@ -25,6 +25,7 @@ from agent.control.commands import CommandInbox
 from agent.control.deploy.active_bundle import StartupModel, load_startup_model
 from agent.control.deploy.deployer import Deployer, DeploySettings
 from agent.control.remote_settings import RuntimeSettings
+from agent.control.response_topics import ResponseTopics
 from agent.pipeline.capture import SourceError
 from agent.pipeline.detector import Detector, LoadReport, label_ids, load_detector
 from agent.pipeline.inference import ModelLoadError
@@ -156,7 +157,7 @@ def _deployer(config: AgentConfig, publisher: MqttPublisher, startup: StartupMod
         lambda path: _detector(config, path)[0],
         lambda payload, retain: publisher.publish(topics.DEPLOY_STATE, payload, qos=0, retain=retain),
         startup,
-        publisher.publish_reply,
+        ResponseTopics(publisher.settings.topic_prefix, publisher.publish_reply),
     )
     stack.callback(deployer.close)  # publishes a deployment it cuts short: before the publisher closes
     publisher.subscribe(topics.DEPLOY, deployer.on_deploy, replies=True)
@@ -186,7 +187,9 @@ def _mqtt_publisher(config: AgentConfig, stack: ExitStack, detector: Detector) -
     stack.callback(publisher.close, timeout=3.0)
     # Replies are QoS 0: commands from the network must not be able to fill the outbox that holds the events.
     inbox = CommandInbox(
-        detector.names, lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0), publisher.publish_reply
+        detector.names,
+        lambda payload: publisher.publish(topics.SET_RESULT, payload, qos=0),
+        ResponseTopics(publisher.settings.topic_prefix, publisher.publish_reply),
     )
     if config.remote.settings:
         publisher.subscribe(topics.SET, inbox.on_set, replies=True)

@@ -16,8 +16,10 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings, rejected_payload
+from agent.control.response_topics import ResponseTopics
 from agent.transport.payloads import dumps
 from agent.transport.publisher import ReplyTo
+from agent.transport.topics import SET_RESULT
 
 log = logging.getLogger("yolo_edge.commands")
 
@@ -29,26 +31,28 @@ class CommandInbox:
 
     names: the model's class id -> label, copied so the network thread never reads the detector.
     reply: publishes one `set/result` payload; called for rejections on the network thread.
-    reply_to: publishes an answer to an MQTT 5 command's response topic as well (None: not over MQTT).
+    responses: where an MQTT 5 command's response topic is answered as well (None: not over MQTT).
     """
 
     def __init__(
         self,
         names: Mapping[int, str],
         reply: Callable[[bytes], None],
-        reply_to: Callable[[ReplyTo, bytes], None] | None = None,
+        responses: ResponseTopics | None = None,
     ) -> None:
         self._names = MappingProxyType(dict(names))
         self._reply = reply
-        self._reply_to = reply_to
+        self._responses = responses
         self._changes: queue.Queue[SettingsChange] = queue.Queue(MAX_PENDING_CHANGES)
         self._snapshot = threading.Event()
 
     def on_set(self, payload: bytes, reply_to: ReplyTo | None = None) -> None:
         """A `set` message: queue the change if all of it is valid, else reply why not.
 
-        reply_to: the MQTT 5 response topic and correlation data the message carried, answered too.
+        reply_to: the MQTT 5 response topic and correlation data the message carried, answered too
+        when it lies in the device's reply subtree (response_topics.py).
         """
+        reply_to = self._responses.checked(reply_to, "set", SET_RESULT) if self._responses is not None else None
         try:
             change = replace(parse_settings(payload, self._names), reply_to=reply_to)
         except SettingsRejected as rejected:
@@ -70,10 +74,10 @@ class CommandInbox:
         self.answer(dumps(rejected_payload(time.time(), rejected)), reply_to)
 
     def answer(self, payload: bytes, reply_to: ReplyTo | None) -> None:
-        """One `set/result` payload, also sent to the command's response topic when it named one."""
+        """One `set/result` payload, also sent to the command's response topic when it named one (checked by on_set)."""
         self._reply(payload)
-        if reply_to is not None and self._reply_to is not None:
-            self._reply_to(reply_to, payload)
+        if reply_to is not None and self._responses is not None:
+            self._responses.send(reply_to, payload)
 
     def on_snapshot_request(self, payload: bytes) -> None:
         """Any message on `snapshot/request`: one snapshot, however many requests come before it is taken."""

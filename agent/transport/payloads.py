@@ -15,7 +15,17 @@ from agent.transport.publisher import PublisherHealth
 
 
 def dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """value as compact UTF-8 JSON.
+
+    A command's JSON may hold `"\\ud800"`, valid JSON text for a lone surrogate, which UTF-8 cannot
+    hold: an answer quoting it shows U+FFFD there instead of failing to go out at all.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16: a pair split in two code points is joined, a lone half becomes U+FFFD.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")
 
 
 def detections_payload(result: FrameResult, names: Mapping[int, str], model: Mapping[str, str]) -> bytes:

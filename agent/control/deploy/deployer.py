@@ -54,11 +54,13 @@ from agent.control.deploy.request import (
     parse_deploy,
     state_payload,
 )
+from agent.control.response_topics import ResponseTopics
 from agent.pipeline.detector import Detector, ModelIdentity
 from agent.pipeline.inference import ModelLoadError
 from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
 from agent.transport.payloads import dumps
 from agent.transport.publisher import ReplyTo
+from agent.transport.topics import DEPLOY_STATE
 from agent.transport.urls import scrub, traceback_text
 
 if TYPE_CHECKING:
@@ -102,7 +104,8 @@ class Deployer:
     """Runs deployments and publishes their state; the frame loop calls the methods marked (frame loop).
 
     load: path -> Detector with the configured precision policy, threads and thresholds (raises
-    BundleError / ModelLoadError). publish: (payload, retain) -> None for `deploy/state`.
+    BundleError / ModelLoadError). publish: (payload, retain) -> None for `deploy/state`. responses:
+    where an MQTT 5 command's response topic is answered as well (None: not over MQTT).
     """
 
     def __init__(
@@ -111,12 +114,12 @@ class Deployer:
         load: Callable[[Path], Detector],
         publish: Callable[[bytes, bool], None],
         startup: StartupModel,
-        reply_to: Callable[[ReplyTo, bytes], None] | None = None,
+        responses: ResponseTopics | None = None,
     ) -> None:
         self.settings = settings
         self._load = load
         self._publish = publish
-        self._reply_to = reply_to
+        self._responses = responses
         self._startup = startup
         self._bundles = Path(settings.state_dir) / BUNDLES_DIR
         self._lock = threading.Lock()
@@ -136,8 +139,10 @@ class Deployer:
         """A `deploy` message: start a deployment, or answer on `deploy/state` why not.
 
         reply_to: the MQTT 5 response topic and correlation data the message carried; every state
-        of this deployment goes there too.
+        of this deployment goes there too when it lies in the device's reply subtree (response_topics.py).
         """
+        if self._responses is not None:
+            reply_to = self._responses.checked(reply_to, "deploy", DEPLOY_STATE)
         try:
             request = replace(parse_deploy(payload, self.settings.limits.allow_http), reply_to=reply_to)
         except DeployRejected as rejected:
@@ -335,8 +340,8 @@ class Deployer:
         payload = dumps(state_payload(state, request, reason, **extra))
         self._publish(payload, retain)
         route = request.reply_to if request is not None else reply_to
-        if route is not None and self._reply_to is not None:
-            self._reply_to(route, payload)
+        if route is not None and self._responses is not None:
+            self._responses.send(route, payload)
 
     def _remove_leftovers(self) -> None:
         """Downloads and unpacks a crash or power cut interrupted."""

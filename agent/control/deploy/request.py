@@ -64,6 +64,8 @@ def check_url(url: str, allow_http: bool) -> None:
     """Raise DeployRejected unless `url` is https:// (or http:// when allowed) with a host.
 
     Also applied to every redirect, so an https URL cannot be bounced to plain http or file://.
+    A path or query that is not ASCII is refused here: urllib cannot send it (RFC 3986 wants it
+    percent-encoded), and `"\\ud800"` in the command's JSON is not even text.
     """
     try:
         parts = urlsplit(url)
@@ -79,6 +81,16 @@ def check_url(url: str, allow_http: bool) -> None:
         )
     if not host:
         raise DeployRejected(f"url {_shown(public_url(url))} has no host")
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DeployRejected(f"url {_shown(public_url(url))} is not valid text (a lone surrogate)") from None
+        if not (parts.path + parts.query + parts.fragment).isascii():
+            raise DeployRejected(
+                f"url {_shown(public_url(url))}: characters outside ASCII in its path or query must be "
+                "percent-encoded (RFC 3986)"
+            )
 
 
 def parse_deploy(payload: bytes, allow_http: bool) -> DeployRequest:

@@ -400,20 +400,95 @@ def test_a_bad_request_id_is_rejected_without_changing_anything(running: Running
     assert "1..64" in reply["error"]
 
 
+def response_topic(topic: str, correlation: bytes | None = None) -> Properties:
+    """The MQTT 5 properties of a command that asks for its answer on `topic`."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ResponseTopic = topic
+    if correlation is not None:
+        properties.CorrelationData = correlation
+    return properties
+
+
 def test_an_mqtt5_response_topic_gets_the_answer_with_its_correlation_data(running: Running) -> None:
-    reply_topic = "operators/console-7/replies"
-    requester = Requester(running.broker, [reply_topic])
+    # Both places a response topic is honoured: under the device's reply subtree, and its own set/result.
+    reply_topic, result_topic = f"{TOPICS}/reply/console-7", f"{TOPICS}/set/result"
+    requester = Requester(running.broker, [reply_topic, result_topic])
     try:
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.ResponseTopic = reply_topic
-        properties.CorrelationData = b"\x00corr-1"
-        requester.send(f"{TOPICS}/set", {"confidence": 0.25}, properties)
+        requester.send(f"{TOPICS}/set", {"confidence": 0.25}, response_topic(reply_topic, b"\x00corr-1"))
         answer = requester.wait_for("the answer on the response topic", lambda m: m.topic == reply_topic)
+        requester.send(f"{TOPICS}/set", {"iou": 0.45}, response_topic(result_topic, b"corr-2"))
+        again = requester.wait_for(
+            "the answer on set/result with its correlation data",
+            lambda m: m.topic == result_topic and getattr(m.properties, "CorrelationData", None) == b"corr-2",
+        )
     finally:
         requester.close()
     assert answer.properties.CorrelationData == b"\x00corr-1"
     body = json.loads(answer.payload)
     assert body["ok"] is True and body["applied"] == {"confidence": 0.25} and "request_id" not in body
+    assert json.loads(again.payload)["applied"] == {"iou": 0.45}
+
+
+def carrying(run: Running, topic: str, marker: bytes) -> list[Message]:
+    """Messages on the full `topic` whose payload holds `marker` (a request id)."""
+    return [m for m in run.observer.on_topic(topic) if marker in m.payload]
+
+
+def test_a_response_topic_outside_the_reply_subtree_is_refused_and_the_command_answered(running: Running) -> None:
+    # A client that may write only `set` and `deploy` must not get the agent to write, on its behalf,
+    # the device's events or status, or Home Assistant's discovery.
+    refused = [f"{TOPICS}/events", f"{TOPICS}/status", CONFIG_TOPIC]
+    requester = Requester(running.broker, [f"{TOPICS}/set/result"])
+    try:
+        for n, topic in enumerate(refused):
+            requester.send(
+                f"{TOPICS}/set", {"request_id": f"deputy-set-{n}", "confidence": 0.25}, response_topic(topic)
+            )
+        requester.send(f"{TOPICS}/deploy", {"request_id": "deputy-deploy", "url": "x"}, response_topic(refused[1]))
+        # The positive marker: a command sent after them all. Its answer comes after every answer to
+        # those before it (the same connection, in order), so anything they led to has arrived by then.
+        requester.send(f"{TOPICS}/set", {"request_id": "deputy-marker", "confidence": 0.25})
+        running.observer.wait_for(
+            "the marker's answer", lambda: carrying(running, f"{TOPICS}/set/result", b"deputy-marker"), 10
+        )
+    finally:
+        requester.close()
+    answered = {m.json()["request_id"] for m in running.observer.on("set/result") if b"deputy-set-" in m.payload}
+    assert answered == {f"deputy-set-{n}" for n in range(len(refused))}, "each still answered on set/result"
+    deploy_states = [m.json() for m in carrying(running, f"{TOPICS}/deploy/state", b"deputy-deploy")]
+    assert [s["state"] for s in deploy_states] == ["failed"], "the deploy still answered on deploy/state"
+    for topic in refused:
+        assert carrying(running, topic, b"deputy-") == [], f"the agent answered on {topic}"
+        running.agent.wait_log(f"response topic {topic!r} refused", timeout=2)
+
+
+# (what is sent, text its answer's error holds): "\\ud800" is valid JSON text for a lone surrogate
+SURROGATE_SETS: list[tuple[bytes, str]] = [
+    (b'{"classes": ["\\ud800"]}', 'unknown: "\ufffd"'),
+    (b'{"\\udfff": 1}', 'unknown key "\ufffd"'),
+    (b'{"request_id": "\\ud800", "confidence": 0.5}', "request_id"),
+]
+
+
+def test_a_lone_surrogate_in_a_set_gets_its_answer(running: Running) -> None:
+    for payload, fragment in SURROGATE_SETS:
+        reply = set_and_wait(running, payload)
+        assert reply["ok"] is False and fragment in reply["error"], (payload, reply)
+
+
+def test_a_lone_surrogate_in_a_deploy_url_gets_its_answer(running: Running) -> None:
+    url = "https://127.0.0.1:9/model-\\ud800.tar.gz"
+    send(
+        running.broker,
+        f"{TOPICS}/deploy",
+        f'{{"request_id": "deploy-surrogate", "url": "{url}", "sha256": "{"0" * 64}"}}',
+    )
+    running.observer.wait_for(
+        "the deploy's answer", lambda: carrying(running, f"{TOPICS}/deploy/state", b"deploy-surrogate"), 10
+    )
+    state = carrying(running, f"{TOPICS}/deploy/state", b"deploy-surrogate")[0].json()
+    assert state["state"] == "failed" and "url" in state["reason"], state
+    assert running.agent.running, running.agent.describe()
 
 
 def test_the_agent_stops_cleanly_after_all_that(running: Running) -> None:

@@ -24,6 +24,7 @@ from agent.control.deploy.deployer import PROBATION_FRAMES, Deployer, DeploySett
 from agent.control.deploy.download import DownloadLimits
 from agent.control.deploy.probe import ProbeError, probe
 from agent.control.remote_settings import RuntimeSettings
+from agent.control.response_topics import ResponseTopics
 from agent.pipeline.detector import Detector, load_detector
 from agent.pipeline.frames import Frame
 from agent.pipeline.loop import AgentLoop, LoopSettings
@@ -227,7 +228,7 @@ class Deployment:
             lambda p: self.loaders[self.loader](p),
             publish,
             startup,
-            lambda route, payload: self.routed.append((route, json.loads(payload))),
+            ResponseTopics("yolo-edge/t", lambda route, payload: self.routed.append((route, json.loads(payload)))),
         )
         self.replies: list[dict] = []
         self.inbox = CommandInbox(detector.names, lambda payload: self.replies.append(json.loads(payload)))
@@ -307,13 +308,25 @@ def test_a_good_bundle_is_switched_to_between_frames(deployment: Deployment) -> 
 def test_every_state_of_a_deployment_carries_its_request_id_and_goes_to_its_response_topic(
     deployment: Deployment,
 ) -> None:
-    route = ReplyTo("operators/7/replies", b"corr")
+    route = ReplyTo("yolo-edge/t/reply/operator-7", b"corr")
     deployment.deploy("v2", request_id="deploy-42", reply_to=route)
     assert [s["state"] for s, _ in deployment.states] == ["downloading", "verifying", "active"]
     assert [s.get("request_id") for s, _ in deployment.states] == ["deploy-42"] * 3
     assert deployment.routed == [(route, state) for state, _ in deployment.states]
     deployment.deploy("v2")  # no id: its answer carries none, and goes nowhere else
     assert "request_id" not in deployment.states[-1][0] and len(deployment.routed) == 3
+
+
+@pytest.mark.parametrize(
+    "topic", ["operators/7/replies", "yolo-edge/t/status", "yolo-edge/t/reply/", "yolo-edge/other/reply/7"]
+)
+def test_a_response_topic_outside_the_reply_subtree_gets_no_state(
+    deployment: Deployment, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployment.deployer.on_deploy(b'{"url": "file:///etc/passwd", "sha256": "00"}', ReplyTo(topic, b"c"))
+    assert deployment.states[-1][0]["state"] == "failed", "answered on deploy/state all the same"
+    assert deployment.routed == []
+    assert f"deploy: response topic {topic!r} refused" in caplog.text
 
 
 def test_a_refused_deploy_command_answers_with_its_request_id(deployment: Deployment) -> None:

@@ -15,6 +15,8 @@ SHA = "ab" * 32
 def test_a_good_command() -> None:
     request = parse_deploy(json.dumps({"url": "https://h/b.tar.gz", "sha256": SHA.upper()}).encode(), False)
     assert request == DeployRequest("https://h/b.tar.gz", SHA), "the sha256 is compared in lowercase"
+    idn = parse_deploy(json.dumps({"url": "https://bücher.example/b.tar.gz", "sha256": SHA}).encode(), False)
+    assert idn.url == "https://bücher.example/b.tar.gz", "a host name in Unicode is urllib's to encode (IDNA)"
 
 
 def test_http_only_when_allowed() -> None:
@@ -43,6 +45,14 @@ BAD: list[tuple[str, bytes, str]] = [
     ("short sha256", b'{"url": "https://h/b", "sha256": "abc"}', 'sha256: "abc" is not allowed; expected 64 hex'),
     ("sha256 not hex", b'{"url": "https://h/b", "sha256": "' + b"z" * 64 + b'"}', "expected 64 hex digits"),
     ("sha256 a number", b'{"url": "https://h/b", "sha256": 12}', "sha256: 12 is not allowed"),
+    # Valid JSON, but no text: a lone surrogate (the password's is not shown either)
+    ("surrogate in url", b'{"url": "https://h/\\ud800", "sha256": "' + SHA.encode() + b'"}', "not valid text"),
+    ("surrogate in password", b'{"url": "https://u:\\udfff@h/b", "sha256": "' + SHA.encode() + b'"}', '"https://h/b"'),
+    (
+        "raw non-ASCII path",
+        '{"url": "https://h/modèle", "sha256": "SHA"}'.replace("SHA", SHA).encode(),
+        "percent-encoded",
+    ),
 ]
 
 

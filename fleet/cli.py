@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 
 from agent.config import DEVICE_ID_RE, ConfigError, MqttConfig, load_config
 from agent.transport import topics
-from agent.transport.urls import shown_uri
+from agent.urls import shown_uri
 from fleet.dashboard_server import add_dashboard_parser, command_dashboard
 from fleet.exporter.command import add_exporter_parser, command_exporter
+from fleet.printable import printable
 from fleet.view import (
     LIST_TOPICS,
     DeployState,
@@ -271,8 +272,8 @@ def _resolve(client: MqttSession, prefix: str, target: Target, wait: float) -> t
 
 
 def _progress(device: str, text: str) -> None:
-    # stderr: stdout stays the result alone, for scripts.
-    print(f"{device}: {text}", file=sys.stderr, flush=True)
+    # stderr: stdout stays the result alone, for scripts. Both parts may come from a device (fleet/printable.py).
+    print(printable(f"{device}: {text}"), file=sys.stderr, flush=True)
 
 
 def _timed_out(device: str, timeout: float, statuses: dict[str, str]) -> Outcome:

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.transport import topics
 from agent.transport.session import Received
+from fleet.printable import printable
 
 STATUSES: tuple[str, ...] = ("online", "offline", "stopped")
 DEPLOY_DONE: tuple[str, ...] = ("active", "failed", "rolled_back")  # a deploy/state that ends a deploy
@@ -92,9 +93,13 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit integer is valid JSON
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _text(value: object) -> str | None:
@@ -257,7 +262,9 @@ HEADERS: tuple[str, ...] = (
 
 
 def render_table(rows: list[list[str]], headers: tuple[str, ...]) -> str:
-    """Left-aligned columns two spaces apart, headers first; no trailing spaces."""
+    """Left-aligned columns two spaces apart, headers first; no trailing spaces. Cells come from the network,
+    so control characters in them are shown escaped (fleet/printable.py), never sent to the terminal."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

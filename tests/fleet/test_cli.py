@@ -133,6 +133,8 @@ def test_stats_with_missing_or_wrong_fields_are_unknown_not_errors() -> None:
     body = {"ts": "soon", "fps": True, "latency_ms": {"inference": []}, "model": "x", "mqtt": {"outbox_pending": 2.0}}
     stats = parse_stats(json.dumps(body).encode())
     assert stats == StatsSummary(None, None, None, None, None, None, 2, None)
+    huge = {"ts": 10**400, "fps": -(10**400), "cpu_temp_c": 1e400}  # valid JSON, beyond a float (OverflowError)
+    assert parse_stats(json.dumps(huge).encode()) == StatsSummary()
 
 
 @pytest.mark.parametrize(
@@ -250,6 +252,37 @@ def test_table() -> None:
         "cam-b       offline  2.0  180.0 ms   shapes  int8       0       2h         rolled_back: no boxes",
         "pi5-garage  stopped  -    -          -       -          -       -          -",
     ]
+
+
+# What a device sent, with what would move the cursor, clear the screen, set the title or reverse the text.
+EVIL_MODEL, EVIL_PRECISION = "\x1b[2J\x1b[Hshapes", "int8\x1b[1A\x1b[2K"
+EVIL_REASON = "\x1b]0;pwned\x07bad\x9b2K\u202etxt.exe\x7f"
+UNSAFE = ("\x1b", "\x07", "\x9b", "\u202e", "\x7f")
+
+
+def evil_messages(now: float) -> list[tuple[str, bytes]]:
+    model = {"name": EVIL_MODEL, "precision": EVIL_PRECISION, "sha256": SHA_OLD}
+    return [
+        ("yolo-edge/cam-evil/status", b"online"),
+        ("yolo-edge/cam-evil/stats", stats_payload(now, model=model)),
+        ("yolo-edge/cam-evil/deploy/state", deploy_payload("failed", reason=EVIL_REASON)),
+        ("yolo-edge/cam\u202eb/status", b"online"),  # a device id reversing the rest of its row
+        ("yolo-edge/cam-good/status", b"online"),
+    ]
+
+
+def test_table_cells_from_the_network_are_escaped() -> None:
+    views = devices_from([received(topic, payload) for topic, payload in evil_messages(0.0)], PREFIX)
+    table = devices_table(views, 0.0)
+    assert not [char for char in UNSAFE if char in table], table
+    header, evil, good, reversed_id = table.splitlines()
+    model, precision = "\\x1b[2J\\x1b[Hshapes", "int8\\x1b[1A\\x1b[2K"
+    assert evil.split()[:7] == ["cam-evil", "online", "7.9", "41.2", "ms", model, precision]
+    assert evil.endswith("failed: \\x1b]0;pwned\\x07bad\\x9b2K\\u202etxt.exe\\x7f")
+    assert good.split() == ["cam-good", "online", *"-" * 7]
+    assert reversed_id.split()[:2] == ["cam\\u202eb", "online"]
+    status = header.index("STATUS")
+    assert [line[status:].split()[0] for line in (evil, good, reversed_id)] == ["online"] * 3, "columns stay aligned"
 
 
 def test_table_cells_from_the_network_are_shortened() -> None:
@@ -471,6 +504,21 @@ def test_list_as_json_with_another_prefix(broker: Broker, capsys: pytest.Capture
     assert [(d["device"], d["status"], d["fps"]) for d in devices] == [("cam-c", "stopped", 7.94)]
 
 
+def test_list_prints_nothing_a_device_sent_raw(broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
+    for topic, payload in evil_messages(time.time()):
+        retain(broker, topic, payload)
+    result = run_fleet(["list", *connection(broker), "--wait", "0.5"])
+    assert result.returncode == 0, result.stderr
+    assert not [char for char in UNSAFE if char in result.stdout + result.stderr], result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["DEVICE", "cam-evil", "cam-good", "cam\\u202eb"]
+    assert "\\x1b[2J\\x1b[Hshapes" in result.stdout and "txt.exe" in result.stdout
+    assert main(["fleet", "list", *connection(broker), "--wait", "0.3", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert not [char for char in UNSAFE if char in out]
+    models = {row["device"]: row["model"] for row in json.loads(out)}
+    assert models["cam-evil"]["name"] == EVIL_MODEL, "JSON carries the text as sent, escaped by JSON itself"
+
+
 def test_list_with_no_devices(broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fleet", "list", *connection(broker), "--wait", "0.2"]) == 0
     out, err = capsys.readouterr()
@@ -525,7 +573,9 @@ def test_deploy_follows_each_device_to_its_outcome(
 ) -> None:
     fakes += [
         FakeDevice(broker, "cam-a", deploy_states=[("downloading", None), ("verifying", None), ("active", None)]),
-        FakeDevice(broker, "cam-b", deploy_states=[("downloading", None), ("rolled_back", "first inference failed")]),
+        FakeDevice(
+            broker, "cam-b", deploy_states=[("downloading", None), ("rolled_back", "first inference\x1b[2Kfailed")]
+        ),
         FakeDevice(broker, "cam-c", deploy_states=[("downloading", None)]),  # stalls
     ]
     # From an earlier deploy: retained, so not taken for this one's outcome.
@@ -538,9 +588,10 @@ def test_deploy_follows_each_device_to_its_outcome(
     assert [line.split(maxsplit=2) for line in out.splitlines()] == [
         ["DEVICE", "RESULT", "DETAIL"],
         ["cam-a", "active"],
-        ["cam-b", "rolled_back", "first inference failed"],
+        ["cam-b", "rolled_back", "first inference\\x1b[2Kfailed"],
         ["cam-c", "timeout", "still downloading after 2 s"],
     ]
+    assert "cam-b: rolled_back: first inference\\x1b[2Kfailed" in err.splitlines() and "\x1b" not in out + err
     assert [line for line in err.splitlines() if line.startswith("cam-a")] == [
         "cam-a: deploy sent",
         "cam-a: downloading",

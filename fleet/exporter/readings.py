@@ -110,10 +110,10 @@ def _object(payload: bytes) -> dict[str, Any]:
 
 
 def _ts(body: dict[str, Any]) -> float:
-    ts = body.get("ts")
-    if not _is_number(ts) or ts <= 0:
+    ts = _finite(body.get("ts"))
+    if ts is None or ts <= 0:
         raise Malformed("ts is not a Unix time")
-    return float(ts)
+    return ts
 
 
 def _at(body: dict[str, Any], path: tuple[str, ...]) -> object:
@@ -127,17 +127,28 @@ def _at(body: dict[str, Any], path: tuple[str, ...]) -> object:
     return value
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _finite(value: object) -> float | None:
+    """A JSON number as a finite float; None for anything else, an integer beyond a float's range included
+    (a 400-digit integer is valid JSON, and float() of it raises OverflowError)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _checked(value: object, kind: str, where: str) -> float:
     if kind == FLAG and isinstance(value, bool):
         return float(value)
-    if kind == COUNT and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if kind == NUMBER and _is_number(value):
-        return float(value)  # type: ignore[arg-type]
+    number = _finite(value)
+    if kind == COUNT and isinstance(value, int) and number is not None and number >= 0:
+        return number
+    if kind == NUMBER and number is not None:
+        return number
+    if number is None and isinstance(value, int) and not isinstance(value, bool):
+        raise Malformed(f"{where} is a {len(str(abs(value)))}-digit number, beyond what a float holds")
     expected = {FLAG: "true or false", COUNT: "a whole number >= 0", NUMBER: "a number"}[kind]
     raise Malformed(f"{where} is {_short(json.dumps(value))}, not {expected}")
 

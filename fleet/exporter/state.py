@@ -17,12 +17,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.config import DEVICE_ID_RE
 from agent.transport import topics
 from agent.transport.session import Received
 from fleet.exporter.readings import Malformed, StatsReading, ZonesReading, parse_stats, parse_status, parse_zones
+from fleet.printable import printable
 from fleet.view import split_topic
 
 __all__ = ["TOPICS", "DeviceSnapshot", "FleetSnapshot", "FleetState"]
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 TOPICS: tuple[str, ...] = (topics.STATUS, topics.STATS, topics.ZONES)
 DEFAULT_INTERVAL_S = 10.0  # [stats] interval's default, for a device whose stats do not say
 INTERVALS_UNTIL_DOWN = 3
+MAX_COMPLAINTS = 1024
 DOWN_STATUSES = frozenset({topics.OFFLINE.decode(), topics.STOPPED.decode()})
 
 
@@ -65,7 +67,6 @@ class _Device:
     gap_s: float | None = None  # between the last two stats' ts
     zones: ZonesReading | None = None
     last_seen: float | None = None
-    complained: set[str] = field(default_factory=set)  # topic kinds whose malformed payload was logged
 
     @property
     def empty(self) -> bool:
@@ -99,6 +100,7 @@ class FleetState:
         self._messages = dict.fromkeys(TOPICS, 0)
         self._malformed = dict.fromkeys(TOPICS, 0)
         self._connected = False
+        self._complained: dict[tuple[str, str], None] = {}  # (device, topic) whose malformed payload was logged
 
     def set_connected(self, connected: bool) -> None:
         with self._lock:
@@ -112,17 +114,19 @@ class FleetState:
         with self._lock:
             self._messages[kind] += 1
             if not DEVICE_ID_RE.fullmatch(device_id):
-                self._skip(device_id, kind, Malformed("the device id is not [A-Za-z0-9_-]"), None)
+                self._skip(device_id, kind, Malformed("the device id is not [A-Za-z0-9_-]"))
                 return
             device = self._devices.setdefault(device_id, _Device())
             try:
                 self._apply(device, kind, message)
             except Malformed as error:
-                self._skip(device_id, kind, error, device)
+                self._skip(device_id, kind, error)
             else:
-                device.complained.discard(kind)
-            if device.empty:
-                del self._devices[device_id]  # every retained message of it was cleared: no series left behind
+                self._complained.pop((device_id, kind), None)
+            finally:
+                # Every retained message of it was cleared, or it sent nothing readable yet: no series of it.
+                if device.empty:
+                    del self._devices[device_id]
 
     def _apply(self, device: _Device, kind: str, message: Received) -> None:
         if not message.payload:  # an empty retained message clears the topic
@@ -152,14 +156,16 @@ class FleetState:
             device.zones = zones
             device.seen(message.at if live else min(message.at, zones.ts))
 
-    def _skip(self, device_id: str, kind: str, error: Malformed, device: _Device | None) -> None:
+    def _skip(self, device_id: str, kind: str, error: Malformed) -> None:
         self._malformed[kind] += 1
         # One line per device and topic until a good payload comes: a device that keeps sending bad stats
-        # every second must not fill the log.
-        if device is None or kind not in device.complained:
-            log.warning("skipped a malformed %s from %s: %s", kind, device_id[:64], error)
-            if device is not None:
-                device.complained.add(kind)
+        # every second must not fill the log. Kept here, not on the device: one that sent nothing readable has none.
+        if (device_id, kind) in self._complained:
+            return
+        log.warning("skipped a malformed %s from %s: %s", kind, printable(device_id[:64]), printable(str(error)))
+        self._complained[(device_id, kind)] = None
+        if len(self._complained) > MAX_COMPLAINTS:  # made-up device ids by the thousand: forget the oldest
+            del self._complained[next(iter(self._complained))]
 
     def snapshot(self) -> FleetSnapshot:
         now = self.clock()

@@ -256,6 +256,35 @@ def test_malformed_payloads_are_skipped_and_counted(setup: tuple[Broker, Exporte
     assert "skipped a malformed stats from sim-bad: not JSON" in exporter.stderr
 
 
+def test_a_number_too_big_for_a_float_is_malformed_and_makes_no_device(
+    setup: tuple[Broker, Exporter, Devices],
+) -> None:
+    """Valid JSON beyond a float's range: counted as malformed, one log line, no device made of it."""
+    _, exporter, devices = setup
+    publish_full(devices, "sim-huge")
+    before = exporter.wait("sim-huge up", is_up("sim-huge"))
+    huge = 10**400
+    devices.publish("sim-huge", "stats", dumps(stats_body(time.time(), frames={"processed": huge})), retain=False)
+    devices.publish("sim-huge-new", "stats", dumps(stats_body(time.time(), frames={"processed": huge})))
+    devices.publish("sim-huge-new", "zones", zones_payload({"door": {"person": huge}}, time.time()))
+
+    def malformed(samples: Samples, topic: str) -> float:
+        return get(samples, "yolo_edge_exporter_malformed_messages_total", topic=topic) or 0.0
+
+    expected = {"stats": malformed(before, "stats") + 2, "zones": malformed(before, "zones") + 1}
+    after = exporter.wait(
+        "the huge numbers counted as malformed", lambda s: all(malformed(s, t) >= n for t, n in expected.items())
+    )
+    assert {t: malformed(after, t) for t in expected} == expected
+    assert not any(("device", "sim-huge-new") in labels for _, labels in after), "no device made of them"
+    assert get(after, "yolo_edge_frames_processed_total", device="sim-huge") == 1200, "the last good stats stand"
+    stderr = exporter.stderr
+    assert "skipped a malformed stats from sim-huge-new: frames.processed is a 401-digit number" in stderr
+    assert "Traceback" not in stderr and "OverflowError" not in stderr
+    for kind in ("stats", "zones"):
+        devices.publish("sim-huge-new", kind, b"")  # the next test's scrapes start clean
+
+
 def test_a_device_whose_retained_messages_are_cleared_leaves_no_series(setup: tuple[Broker, Exporter, Devices]) -> None:
     _, exporter, devices = setup
     publish_full(devices, "sim-gone")

@@ -85,6 +85,12 @@ def test_missing_sections_are_unknown_not_malformed() -> None:
         (dumps(stats_body(NOW, latency_ms={"inference": {"p50": "x"}})), "latency_ms.inference.p50"),
         (dumps(stats_body(NOW, latency_ms={"bad stage": {}})), "is not a stage's figures"),
         (dumps(stats_body(NOW, model={"name": 5})), "model's name"),
+        # Valid JSON, but beyond a float: float() raises OverflowError on them.
+        (dumps(stats_body(10**400)), "ts is not a Unix time"),
+        (dumps(stats_body(NOW, fps=-(10**400))), "fps is a 401-digit number, beyond what a float holds"),
+        (dumps(stats_body(NOW, frames={"processed": 10**400})), "frames.processed is a 401-digit number"),
+        (dumps(stats_body(NOW, latency_ms={"inference": {"p50": 10**400}})), "latency_ms.inference.p50 is a 401"),
+        (b'{"ts": 1e400}', "ts is not a Unix time"),
     ],
 )
 def test_malformed_stats(payload: bytes, reason: str) -> None:
@@ -107,6 +113,7 @@ def test_zones() -> None:
         {"ts": NOW, "zones": {"a": [1]}},
         {"ts": NOW, "zones": {"a b": {}}},
         {"zones": {"a": {}}},
+        {"ts": NOW, "zones": {"a": {"person": 10**400}}},
     ],
 )
 def test_malformed_zones(body: dict) -> None:
@@ -216,14 +223,29 @@ def test_malformed_messages_are_counted_and_change_nothing() -> None:
     state.handle(message("pi", "zones", b"{}"))
     state.handle(message("bad id", "stats", stats_payload(NOW)))
     state.handle(message("ghost", "stats", b"junk"))
+    state.handle(message("huge", "stats", dumps(stats_body(NOW, frames={"processed": 10**400}))))
+    state.handle(message("huge", "zones", zones_payload({"door": {"person": 10**400}}, NOW)))
     samples = scrape(state)
-    assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="stats") == 5
+    assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="stats") == 6
     assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="status") == 1
-    assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="zones") == 1
-    assert value(samples, "yolo_edge_exporter_messages_total", topic="stats") == 6
+    assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="zones") == 2
+    assert value(samples, "yolo_edge_exporter_messages_total", topic="stats") == 7
     assert value(samples, "yolo_edge_frames_per_second", device="pi") == 7.94
     assert value(samples, "yolo_edge_device_status", device="pi", status="online") == 1.0
     assert value(samples, "yolo_edge_exporter_devices") == 1, "no device is made of malformed messages alone"
+
+
+def test_a_malformed_topic_is_one_log_line_with_what_the_device_sent_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = FleetState("yolo-edge", Clock())
+    for _ in range(3):  # a device that sends nothing readable has no state to remember the complaint on
+        state.handle(message("ghost", "stats", b"junk"))
+    state.handle(message("pi", "zones", dumps({"ts": NOW, "zones": {"door": {"\x1b[2J": "one"}}})))
+    assert [record.getMessage() for record in caplog.records] == [
+        "skipped a malformed stats from ghost: not JSON",
+        'skipped a malformed zones from pi: zones.door.\\x1b[2J is "one", not a whole number >= 0',
+    ]
 
 
 def test_cleared_retained_messages_leave_no_series() -> None:

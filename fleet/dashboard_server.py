@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from agent.config import ConfigError, load_config
-from agent.transport.urls import shown_uri
+from agent.urls import shown_uri
+from fleet.http_server import DEFAULT_LIMITS, LimitedHTTPServer, Limits
 
 STATIC_DIR = Path(__file__).resolve().parent / "dashboard"
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -77,8 +77,11 @@ def check_broker_ws(url: str) -> str:
 def _static_file(url_path: str) -> Path | None:
     """The file under STATIC_DIR that `url_path` names, or None (outside the folder, missing, not page material)."""
     relative = unquote(urlsplit(url_path).path).lstrip("/") or "index.html"
-    candidate = (STATIC_DIR / relative).resolve()
-    if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
+    try:
+        candidate = (STATIC_DIR / relative).resolve()
+        if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
+            return None
+    except (ValueError, OSError):  # a NUL byte (/%00), a name too long: no file of the page
         return None
     return candidate if candidate.suffix in SERVED_SUFFIXES else None
 
@@ -122,17 +125,14 @@ def make_handler(config: PageConfig) -> type[BaseHTTPRequestHandler]:
 
 
 class DashboardServer:
-    """The HTTP server on (host, port); port 0 picks a free one (`address` says which)."""
+    """The HTTP server on (host, port); port 0 picks a free one (`address` says which). limits: fleet/http_server.py."""
 
-    def __init__(self, host: str, port: int, config: PageConfig) -> None:
-        self._server = ThreadingHTTPServer((host, port), make_handler(config))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+    def __init__(self, host: str, port: int, config: PageConfig, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._server = LimitedHTTPServer(host, port, make_handler(config), limits)
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.address
 
     @property
     def url(self) -> str:
@@ -140,19 +140,15 @@ class DashboardServer:
         return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+        self._server.serve_forever()
 
     def start(self) -> DashboardServer:
         """Serve on a background thread (tests)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="dashboard-http", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        self._server.stop()
 
 
 def add_dashboard_parser(actions: argparse._SubParsersAction) -> None:

@@ -91,10 +91,11 @@ def _configure_logging() -> None:
 
 
 def _serve(listen: Listen, mqtt: MqttConfig, prog: str) -> int:
-    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+    from prometheus_client import CollectorRegistry, ProcessCollector
 
     from agent.transport.subscriber import Subscriber
     from fleet.client import fleet_settings
+    from fleet.exporter.endpoint import metrics_server
     from fleet.exporter.metrics import FleetCollector
     from fleet.exporter.state import TOPICS, FleetState
 
@@ -103,7 +104,7 @@ def _serve(listen: Listen, mqtt: MqttConfig, prog: str) -> int:
     registry.register(FleetCollector(state))
     ProcessCollector(registry=registry)  # the exporter's own CPU and memory, as process_*
     try:
-        server, thread = start_http_server(listen.port, listen.host, registry=registry)
+        server = metrics_server(listen.host, listen.port, registry).start()
     except OSError as error:
         print(f"{prog}: cannot listen on {listen.host}:{listen.port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE
@@ -121,7 +122,5 @@ def _serve(listen: Listen, mqtt: MqttConfig, prog: str) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=2)
+        server.stop()
     return 0

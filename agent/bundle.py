@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
-from agent.pipeline.postprocess import HEAD_KINDS
-
 BUNDLE_FORMAT = "yolo-edge-bundle"
 BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.md"
 MODEL_FILE_NAMES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"}
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+# What a manifest may declare, held here (not in pipeline/) since the bundle format sits below the
+# pipeline: the converter and the deployer read bundles without the frame loop's modules.
+HEAD_KINDS: tuple[str, ...] = ("classic", "end2end")  # classic: (1, 4+nc, N) output; end2end: (1, N, 6)
+DEFAULT_PAD_VALUE = 114  # the letterbox's grey, Ultralytics' own
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # sha256_file's hexdigest: an upper-case one would never match
 # str(int), as the converter writes it (int() alone takes " 1" and "1_0"); six digits keep int() in its limit.

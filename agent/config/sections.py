@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
 from agent.config.zones import ZONE_KEYS, ZoneConfig
-from agent.transport.urls import shown_uri
+from agent.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from agent.transport.urls import public_url, scrub, shown_uri
+from agent.urls import public_url, scrub, shown_uri
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")

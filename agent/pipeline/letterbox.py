@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DEFAULT_PAD_VALUE = 114
+from agent.bundle import DEFAULT_PAD_VALUE
+
 # x / 255 for every uint8 x, as float32 division gives it (Ultralytics divides a float32 tensor by 255).
 UNIT_SCALE = (np.arange(256, dtype=np.float32) / np.float32(255)).reshape(1, 256)
 

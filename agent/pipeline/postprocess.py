@@ -12,12 +12,12 @@ from typing import Literal
 
 import numpy as np
 
+from agent.bundle import HEAD_KINDS
 from agent.pipeline.detections import Detections
 from agent.pipeline.letterbox import LetterboxTransform, boxes_to_source
 from agent.pipeline.nms import nms_class_aware
 
 HeadKind = Literal["classic", "end2end"]
-HEAD_KINDS: tuple[str, ...] = ("classic", "end2end")
 
 
 @dataclass(frozen=True)

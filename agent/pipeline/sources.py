@@ -23,7 +23,7 @@ from agent.pipeline.capture import Backend, Capture, CaptureUnavailable, SourceE
 from agent.pipeline.frame_buffer import FrameBuffer
 from agent.pipeline.frames import Frame
 from agent.pipeline.read_watch import ReadWatch
-from agent.transport.urls import traceback_text
+from agent.urls import traceback_text
 
 __all__ = ["FrameSource", "SourceError", "SourceHealth", "open_source"]
 

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agent.bundle import MANIFEST_NAME, PRECISIONS, Bundle, BundleError, load_bundle
-from agent.pipeline.postprocess import HEAD_KINDS
+from agent.bundle import HEAD_KINDS, MANIFEST_NAME, PRECISIONS, Bundle, BundleError, load_bundle
 from tests.agent.test_bundle import converter_manifest
 from tests.fault.fuzzing import FUZZ, json_bytes, json_values, one_line, reaches, text
 

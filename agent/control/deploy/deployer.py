@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.bundle import BundleError, load_bundle, verify_model_file
+from agent.bundle import DEFAULT_PAD_VALUE, BundleError, load_bundle, verify_model_file
 from agent.control.deploy.active_bundle import (
     BUNDLES_DIR,
     DEPLOYED_RE,
@@ -57,11 +57,10 @@ from agent.control.deploy.request import (
 from agent.control.response_topics import ResponseTopics
 from agent.pipeline.detector import Detector, ModelIdentity
 from agent.pipeline.inference import ModelLoadError
-from agent.pipeline.letterbox import DEFAULT_PAD_VALUE
 from agent.transport.payloads import dumps
 from agent.transport.publisher import ReplyTo
 from agent.transport.topics import DEPLOY_STATE
-from agent.transport.urls import scrub, traceback_text
+from agent.urls import scrub, traceback_text
 
 if TYPE_CHECKING:
     from agent.config import DeployConfig

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from agent.control.deploy.request import DeployRejected, check_url
-from agent.transport.urls import public_url, scrub
+from agent.urls import public_url, scrub
 
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "yolo-edge-agent"

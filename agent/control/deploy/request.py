@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from agent.control.request_id import KEY as REQUEST_ID
 from agent.control.request_id import BadRequestId, take_request_id, with_request_id
 from agent.transport.publisher import ReplyTo
-from agent.transport.urls import public_url
+from agent.urls import public_url
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_URL_CHARS = 2048

@@ -6,7 +6,7 @@ import http.client
 
 import pytest
 
-from agent.transport.urls import public_url, scrub, shown_uri, traceback_text
+from agent.urls import public_url, scrub, shown_uri, traceback_text
 
 SIGNED = "https://user:pa55word@h.lan:8443/x/b.tar.gz?X-Amz-Signature=s3cret&X-Amz-Expires=60#frag"
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,11 +165,16 @@ class Client:
             return self.received[: self.received.index(wanted) + 1]
 
     def wait_until(self, what: str, predicate: Callable[[list[Got]], bool], timeout: float) -> list[Got]:
-        """Everything received so far, once predicate(it) holds (checked on each message)."""
+        """Everything received so far, once predicate(it) holds (checked on each message and every 0.1 s,
+        so that it may depend on more than messages, a process still running for one)."""
+        deadline = time.monotonic() + timeout
         with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self.received), timeout):
-                seen = sorted(set(self.topics()))
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; got messages on {seen}")
+            while not predicate(self.received):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = sorted(set(self.topics()))
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; got messages on {seen}")
+                self._changed.wait(min(remaining, 0.1))
             return list(self.received)
 
     def topics(self) -> list[str]:

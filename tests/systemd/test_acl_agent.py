@@ -10,7 +10,7 @@ never by a wait. One agent, looping a video of moving shapes with a zone, serves
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
 inertia = 2
 """
 EVERYTHING_S = 60.0  # the model loads and the shapes enter the zone; generous for a loaded machine
-ANSWER_S = 10.0
+ANSWER_S = 20.0  # a ceiling: the frame loop takes a command between two frames
 REPLY_TOPIC = device_topic(PREFIX, DEVICE, f"{topics.REPLY}/operator-1")
 DISCOVERY = ha_discovery_topic(HA_PREFIX, DEVICE)
 
@@ -49,6 +49,18 @@ def bodies(received: list[Got], topic: str) -> list[Any]:
 
 def answered(received: list[Got], topic: str, request_id: str) -> bool:
     return any(body.get("request_id") == request_id for body in bodies(received, topic))
+
+
+def watch(
+    watcher: Client, agent: AgentProcess, what: str, predicate: Callable[[list[Got]], bool], timeout: float
+) -> list[Got]:
+    """watcher.wait_until(...), failing at once if the agent exits, with its stderr in the failure."""
+    try:
+        got = watcher.wait_until(what, lambda got: predicate(got) or not agent.running, timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{agent.describe()}") from None
+    assert agent.running, agent.describe()
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +84,9 @@ def agent(
     args += broker_args(secured.host, secured.port, DEVICE)
     login = {"mqtt_username": DEVICE, "mqtt_password": PASSWORDS[DEVICE]}
     env = agent_env(workdir / "state", source_fps=LOOP_FPS, stats_interval=1, **login)
+    online = Got(at(topics.STATUS), b"online")
     with AgentProcess(args, env, workdir) as process:
-        watcher.wait_until("the agent online", lambda got: Got(at(topics.STATUS), b"online") in got, EVERYTHING_S)
+        watch(watcher, process, "the agent online", lambda got: online in got, EVERYTHING_S)
         yield process
         assert process.stop()[0] == 0, process.describe()
 
@@ -94,7 +107,9 @@ def test_every_topic_the_agent_publishes_reaches_home_assistant(agent: AgentProc
     operator.publish(at(topics.DEPLOY), '{"request_id": "op-deploy"}')  # refused by the agent, answered on deploy/state
 
     wanted = [at(name) for name in topics.PUBLISHED] + [REPLY_TOPIC, DISCOVERY]
-    got = watcher.wait_until(
+    got = watch(
+        watcher,
+        agent,
         "a message on every topic the agent publishes",
         lambda got: {g.topic for g in got} >= set(wanted) and answered(got, at(topics.DEPLOY_STATE), "op-deploy"),
         EVERYTHING_S,
@@ -105,7 +120,7 @@ def test_every_topic_the_agent_publishes_reaches_home_assistant(agent: AgentProc
     assert strays == set(), "the agent published on a topic agent/transport/topics.py does not list"
     # Nothing the agent sent was refused: the broker's MQTT 5 PUBACKs said so in a stats message sent after all of it.
     count = len(bodies(got, at(topics.STATS)))
-    later = watcher.wait_until("a later stats", lambda got: len(bodies(got, at(topics.STATS))) > count, ANSWER_S)
+    later = watch(watcher, agent, "a later stats", lambda got: len(bodies(got, at(topics.STATS))) > count, ANSWER_S)
     assert bodies(later, at(topics.STATS))[-1]["mqtt"]["refused_by_broker"] == 0, agent.describe()
 
 
@@ -123,8 +138,12 @@ def test_what_the_acl_refuses_reaches_neither_the_agent_nor_home_assistant(
 
     # Each refused message was handled by the broker before the dashboard's set was sent, and the agent
     # answers commands in the order they arrive: had any got through, it would be here by now.
-    got = watcher.wait_until(
-        "the dashboard's set answered", lambda got: answered(got, at(topics.SET_RESULT), "dashboard-set"), ANSWER_S
+    got = watch(
+        watcher,
+        agent,
+        "the dashboard's set answered",
+        lambda got: answered(got, at(topics.SET_RESULT), "dashboard-set"),
+        ANSWER_S,
     )
     assert Got(at(topics.STATUS), b"offline") not in got and Got(at(topics.EVENTS), b'{"seq": -1}') not in got
     for request_id in ("cam-b-set", "ha-set"):

@@ -191,6 +191,8 @@ class Courier:
         with self._cond:
             acked, self._acked_rows = self._acked_rows, []
         if not batch and not acked:
+            if not self.outbox.available:
+                self._reopen()  # nothing to store, but events may wait for the numbers the file holds
             return
         try:
             ids = self.outbox.store(batch, acked, on_commit=lambda: self.spool.stored(len(batch)))
@@ -207,6 +209,16 @@ class Courier:
         for message, row in zip(batch, ids, strict=True):
             if message.retain:
                 self.retained.settle(message.topic, message.payload, row)
+
+    def _reopen(self) -> None:
+        """The file could not be opened (a full disk at start, no room for a fresh one): try again."""
+        try:
+            self.outbox.reopen()
+        except OutboxError as error:
+            self.failures.failed(error)
+            return
+        if self.outbox.available:
+            self.failures.ok()
 
     def _send(self) -> None:
         with self._cond:

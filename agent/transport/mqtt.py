@@ -107,8 +107,8 @@ class MqttPublisher:
             self._started = True
         try:
             self._spool.load_counters()
-        except OutboxError as error:  # each counter is read on first use instead
-            log.warning("%s", error)
+        except OutboxError as error:  # each counter is read on first use instead; the courier retries the file
+            self._courier.failures.failed(error)
         self._courier.start()
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
         self._client.loop_start()
@@ -216,9 +216,8 @@ class MqttPublisher:
                 reconnects=max(0, self._connects - 1),
                 extra={
                     "outbox_errors": self._courier.failures.errors,
-                    "outbox_writable": not self._courier.failures.failing,
-                    "outbox_dropped_full": self.outbox.dropped_full,
-                    "outbox_dropped_old": self.outbox.dropped_age,
+                    "outbox_writable": self.outbox.available and not self._courier.failures.failing,
+                    **self.outbox.figures(),
                     "unstored": queued,
                     "held_in_memory": self._spool.held_count,
                     "dropped_overflow": self._spool.dropped_overflow,

@@ -9,6 +9,11 @@ The work per insert is bounded: the row count is kept in memory (one COUNT(*) wh
 opens), the count bound deletes the oldest rows by primary key and the age bound probes an
 index, so an outbox at its 10,000-row bound costs what an empty one does. `store` writes a
 whole batch (new rows, counters, acknowledged rows to delete) in one transaction: one fsync.
+
+The file is opened when the outbox is made or, if that fails (a full disk, a read-only
+directory), by the writes that follow: the agent runs on without it meanwhile (agent/transport/spool.py
+holds what it cannot store). A corrupt file, found when it is opened or when a statement meets a
+damaged page, is set aside and a fresh one started (agent/transport/outbox_file.py).
 """
 
 from __future__ import annotations
@@ -22,30 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from agent.transport.outbox_file import OutboxError, OutboxFile, is_corruption
+
 __all__ = ["NewMessage", "Outbox", "OutboxError", "OutboxMessage"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    -- AUTOINCREMENT: ids are never reused, even after the table empties, so id order is
-    -- publish order and a reader's "everything after id N" watermark stays valid.
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
--- The age bound's DELETE finds old rows through this index instead of scanning the table.
-CREATE INDEX IF NOT EXISTS messages_created_at ON messages (created_at);
--- Sequence counters (events' seq): updated in the same transaction as the insert they number.
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
--- The outbox's own figures, kept apart so no counter name can collide with them.
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-class OutboxError(Exception):
-    """The outbox file cannot be read or written (disk full, read-only, corrupt); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +63,9 @@ class Outbox:
     max_messages: at most this many rows; adding more drops the oldest.
     max_age_s: rows older than this many seconds are dropped when a message is added.
     clock: Unix seconds; tests pass a fake one.
+
+    Making one never fails on the file: while it cannot be opened, writes raise OutboxError
+    (naming the file and why), counters cannot be read and nothing is pending.
     """
 
     def __init__(
@@ -101,32 +88,25 @@ class Outbox:
         self._pending_drops = (0, 0)  # (by the count bound, by the age bound)
         self._pending_rows = 0
         self._figures = threading.Lock()  # the figures below change together with a store's on_commit
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutboxError(f"outbox {self.path}: cannot create its directory: {error}") from error
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each transaction is exactly
-            # what we wrote (the sqlite3 module's implicit transactions would hide where they end).
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        except sqlite3.Error as error:
-            raise OutboxError(f"outbox {self.path}: cannot open: {error}") from error
-        try:
-            # WAL: a commit appends to one file instead of rewriting pages twice, and readers never block
-            # the writer. synchronous=FULL: every commit is fsynced before add() returns, so an event
-            # survives kill -9 *and* power loss (NORMAL would keep it only across a process crash in WAL
-            # mode). That costs one fsync per message, which is fine at the rate events and acks arrive.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            # The only COUNT(*): from here on the count is kept as rows come and go.
-            self._count = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-        except sqlite3.Error as error:
-            self._db.close()
-            raise OutboxError(f"outbox {self.path}: cannot set up: {error}") from error
-        self._dropped = int(meta.get("dropped", 0))  # all drops (files older than the split have only this)
-        self._dropped_age = int(meta.get("dropped_age", 0))
+        self._count = self._dropped = self._dropped_age = 0
+        self._file = OutboxFile(self.path, clock, self._opened)
+        with self._lock, suppress(OutboxError):
+            self._file.open()
+
+    @property
+    def available(self) -> bool:
+        """Whether the file is open (a full disk may still refuse writes)."""
+        return self._file.db is not None
+
+    @property
+    def recovered(self) -> int:
+        """Corrupt outbox files set aside in the directory (found at start, or set aside since)."""
+        return self._file.recovered
+
+    @property
+    def set_aside(self) -> str | None:
+        """The name of the newest corrupt outbox file set aside (its UTC time is in it), or None."""
+        return self._file.set_aside
 
     @property
     def dropped(self) -> int:
@@ -142,6 +122,21 @@ class Outbox:
     def dropped_full(self) -> int:
         """Of `dropped`: the oldest messages, dropped because the outbox held max_messages."""
         return self._dropped - self._dropped_age
+
+    def figures(self) -> dict[str, object]:
+        """Its own figures as `stats` shows them under `mqtt` (docs/topics.md)."""
+        return {
+            "outbox_dropped_full": self.dropped_full,
+            "outbox_dropped_old": self.dropped_age,
+            "outbox_recovered": self.recovered,
+            "outbox_set_aside": self.set_aside,
+        }
+
+    def reopen(self) -> None:
+        """Open the file if it is not open and no attempt failed within the last second; OutboxError if this one did."""
+        with self._lock:
+            if self._file.due:
+                self._file.open()
 
     def add(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Store one message durably (fsynced on return); return its id, which rises with every add."""
@@ -164,7 +159,7 @@ class Outbox:
         """
         with self._transaction("add a sequenced message") as db:
             row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
-            seq = (int(row[0]) if row else 0) + 1
+            seq = max(int(row[0]) if row else 0, self._file.seq_floor) + 1
             self._raise_counter(db, counter, seq)
             self._insert(db, topic, build(seq), qos, retain)
         return seq
@@ -190,20 +185,23 @@ class Outbox:
         return ids
 
     def counter(self, name: str) -> int:
-        """The last value of sequence counter `name` that was stored (0 if none)."""
-        with self._reading("read a counter"):
-            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else 0
+        """The last value of sequence counter `name` that was stored (0 if none); OutboxError while not open."""
+        with self._reading("read a counter") as db:
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return max(int(row[0]) if row else 0, self._file.seq_floor)
 
     def counters(self) -> dict[str, int]:
-        """Every sequence counter's last stored value."""
-        with self._reading("read the counters"):
-            return {str(name): int(value) for name, value in self._db.execute("SELECT name, value FROM counters")}
+        """Every sequence counter's last stored value; OutboxError while the file is not open."""
+        with self._reading("read the counters") as db:
+            rows = db.execute("SELECT name, value FROM counters").fetchall()
+        return {str(name): max(int(value), self._file.seq_floor) for name, value in rows}
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[OutboxMessage]:
-        """Up to `limit` stored messages with id > after_id, oldest first."""
-        with self._reading("read pending messages"):
-            rows = self._db.execute(
+        """Up to `limit` stored messages with id > after_id, oldest first (none while the file is not open)."""
+        if not self.available:
+            return []
+        with self._reading("read pending messages") as db:
+            rows = db.execute(
                 "SELECT id, topic, payload, qos, retain, created_at FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
@@ -233,7 +231,7 @@ class Outbox:
     def close(self) -> None:
         """Close the file; idempotent."""
         with self._lock:
-            self._db.close()
+            self._file.close()
 
     def __enter__(self) -> Outbox:
         return self
@@ -242,6 +240,15 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _opened(self, db: sqlite3.Connection, meta: dict[str, int]) -> None:
+        """A new connection (at start, or once the disk let it be made, or to a fresh file): read its figures."""
+        # The only COUNT(*): from here on the count is kept as rows come and go.
+        count = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        with self._figures:
+            self._count = count
+            self._dropped = meta.get("dropped", 0)  # all drops (files older than the split have only this)
+            self._dropped_age = meta.get("dropped_age", 0)
 
     def _insert(
         self, db: sqlite3.Connection, topic: str, payload: bytes, qos: int, retain: bool, bound: bool = True
@@ -254,7 +261,9 @@ class Outbox:
         self._pending_rows += 1
         if bound:
             self._enforce_bounds(db)
-        return int(cursor.lastrowid or 0)
+        row = int(cursor.lastrowid or 0)
+        self._file.last_id = max(self._file.last_id, row)  # rolled back or not: ids after it stay above it
+        return row
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> None:
         """Drop rows past the age and count bounds: index and primary-key work only, never a scan."""
@@ -294,20 +303,21 @@ class Outbox:
 
     @contextmanager
     def _transaction(self, what: str, on_commit: Callable[[], None] | None = None) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; sqlite errors become OutboxError and roll back."""
+        """One write transaction under the lock (opening the file if need be); sqlite errors become OutboxError."""
         with self._lock:
             self._pending_drops, self._pending_rows = (0, 0), 0
+            db = self._file.open()
             try:
                 # IMMEDIATE takes the write lock up front, so a full disk or read-only file fails here
                 # or at COMMIT, never halfway through with some statements applied.
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
             except sqlite3.DatabaseError as error:
-                self._rollback()
-                raise OutboxError(f"outbox {self.path}: cannot {what}: {error}") from error
+                self._rollback(db)
+                self._failed(what, error)
             except BaseException:
-                self._rollback()
+                self._rollback(db)
                 raise
             # Only a committed change counts, so the figures in memory match the file.
             by_bound, by_age = self._pending_drops
@@ -319,17 +329,32 @@ class Outbox:
                     on_commit()
 
     @contextmanager
-    def _reading(self, what: str) -> Iterator[None]:
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Under the lock; never opens the file (the frame loop reads counters: it must not wait for a disk)."""
+        if not self.available:  # without the lock: a writer may be opening the file, which can take a while
+            raise OutboxError(self._file.unavailable or f"outbox {self.path}: not open")
         with self._lock:
+            db = self._file.db
+            if db is None:
+                raise OutboxError(self._file.unavailable or f"outbox {self.path}: not open")
             try:
-                yield
+                yield db
             except sqlite3.DatabaseError as error:
-                raise OutboxError(f"outbox {self.path}: cannot {what}: {error}") from error
+                self._failed(what, error)
 
-    def _rollback(self) -> None:
+    def _failed(self, what: str, error: sqlite3.DatabaseError) -> None:
+        """Under the lock: raise the OutboxError for `error`; a damaged page sets the file aside for a fresh one."""
+        if is_corruption(error) and self._file.db is not None:
+            with self._figures:  # its rows went aside with it
+                self._count = self._dropped = self._dropped_age = 0
+            self._file.recover(str(error))
+        raise OutboxError(f"outbox {self.path}: cannot {what}: {error}") from error
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
         # After "disk full" SQLite may keep the transaction open (a failed COMMIT can be retried) or
         # may have rolled it back already; either way the connection must leave it so the outbox
         # works again once space returns.
-        if self._db.in_transaction:
+        if db.in_transaction:
             with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")

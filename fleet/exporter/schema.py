@@ -60,6 +60,7 @@ STATS_FIELDS: tuple[StatsField, ...] = (
     _gauge("mqtt.outbox_pending", COUNT, "yolo_edge_outbox_pending_messages", "QoS 1 messages not yet acknowledged"),
     _gauge("mqtt.held_in_memory", COUNT, "yolo_edge_mqtt_held_in_memory_messages", "Messages only memory holds"),
     _gauge("mqtt.outbox_writable", FLAG, "yolo_edge_outbox_writable", "1 while the outbox's disk takes writes"),
+    _gauge("mqtt.outbox_recovered", COUNT, "yolo_edge_outbox_recovered_files", "Corrupt outbox files set aside"),
     _gauge("source.connected", FLAG, "yolo_edge_source_connected", "1 while the camera or stream delivers frames"),
     _counter("frames.processed", "yolo_edge_frames_processed_total", "Frames processed since the agent started"),
     _counter("frames.dropped", "yolo_edge_frames_dropped_total", "Frames the source dropped since the agent started"),

@@ -62,12 +62,22 @@ class AgentProcess:
     A context manager: leaving it kills the agent if it still runs (a failed test leaves nothing behind).
     """
 
-    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str = "agent") -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        workdir: Path,
+        name: str = "agent",
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """preexec_fn: run in the child before the agent starts (a resource limit it must start under)."""
         self.args = args
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen([*AGENT, *args], stdout=out, stderr=err, env=env, cwd=workdir)
+            self.process = subprocess.Popen(
+                [*AGENT, *args], stdout=out, stderr=err, env=env, cwd=workdir, preexec_fn=preexec_fn
+            )
         self.started = time.monotonic()
 
     @property
@@ -132,6 +142,7 @@ def looping_agent(
     video: Path,
     state_dir: Path | None = None,
     name: str = "agent",
+    preexec_fn: Callable[[], None] | None = None,
     **settings: object,
 ) -> AgentProcess:
     """The agent on `video` played in a loop at LOOP_FPS, stats every second: it runs until stopped."""
@@ -145,7 +156,7 @@ def looping_agent(
         *broker_args(broker.host, broker.port, device_id),
     ]
     env = agent_env(state_dir or tmp_path / "state", **({"source_fps": LOOP_FPS, "stats_interval": 1} | settings))
-    return AgentProcess(args, env, tmp_path, name)
+    return AgentProcess(args, env, tmp_path, name, preexec_fn)
 
 
 def run_agent(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -38,6 +38,8 @@ def stats_body(ts: float, window_s: float = 1.0, **changes: Any) -> dict[str, An
             "reconnects": 2,
             "outbox_errors": 1,
             "outbox_writable": True,
+            "outbox_recovered": 1,
+            "outbox_set_aside": "outbox.sqlite3.corrupt-20261207T215646Z",
             "outbox_dropped_full": 3,
             "outbox_dropped_old": 2,
             "unstored": 0,

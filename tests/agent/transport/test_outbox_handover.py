@@ -172,7 +172,9 @@ def test_work_per_insert_stays_constant_at_the_bound(tmp_path: Path) -> None:
     """No COUNT(*) or table scan per insert: the statements issued are the same at the bound as when nearly empty."""
     with Outbox(tmp_path / "outbox.db", max_messages=100) as outbox:
         statements: list[str] = []
-        outbox._db.set_trace_callback(statements.append)
+        db = outbox._file.db
+        assert db is not None
+        db.set_trace_callback(statements.append)
 
         def issued(insert: Callable[[], object]) -> list[str]:
             statements.clear()
@@ -186,9 +188,9 @@ def test_work_per_insert_stays_constant_at_the_bound(tmp_path: Path) -> None:
         at_bound = issued(lambda: outbox.add("t", b"at the bound"))
         batch = issued(lambda: outbox.store([NewMessage("t", b"%d" % i) for i in range(20)], remove=[1, 2]))
         everything = " ".join(statements)
-        outbox._db.set_trace_callback(None)
+        db.set_trace_callback(None)
 
-        assert outbox.count() == 100 == outbox._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        assert outbox.count() == 100 == db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         for issued_statements in (first, at_bound):
             assert not any("COUNT" in s.upper() for s in issued_statements), issued_statements
         assert "COUNT" not in everything.upper()
@@ -196,7 +198,7 @@ def test_work_per_insert_stays_constant_at_the_bound(tmp_path: Path) -> None:
         assert len(at_bound) <= len(first) + 3, (first, at_bound)
         assert sum(s.startswith("INSERT INTO messages") for s in batch) == 20
         assert sum(s.startswith("BEGIN") for s in batch) == 1, "a batch is one transaction"
-        plan = outbox._db.execute("EXPLAIN QUERY PLAN DELETE FROM messages WHERE created_at < 0").fetchall()
+        plan = db.execute("EXPLAIN QUERY PLAN DELETE FROM messages WHERE created_at < 0").fetchall()
         assert "messages_created_at" in " ".join(str(row[-1]) for row in plan), plan
 
 

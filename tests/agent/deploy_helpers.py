@@ -12,6 +12,7 @@ import shutil
 import tarfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -211,10 +212,13 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, **attributes: objec
     tar.addfile(info, io.BytesIO(data))
 
 
-def tar_gz(members: list[tuple[str, bytes | tarfile.TarInfo]]) -> bytes:
-    """A .tar.gz of (name, file contents) and ready-made TarInfo entries (links, devices, ...)."""
+def tar_gz(members: list[tuple[str, bytes | tarfile.TarInfo]], format: int = tarfile.PAX_FORMAT) -> bytes:
+    """A .tar.gz of (name, file contents) and ready-made TarInfo entries (links, devices, ...).
+
+    format: tarfile.PAX_FORMAT writes a long name as a pax header, GNU_FORMAT as a GNU long name.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=format) as tar:
         for name, item in members:
             if isinstance(item, tarfile.TarInfo):
                 item.name = name
@@ -222,6 +226,29 @@ def tar_gz(members: list[tuple[str, bytes | tarfile.TarInfo]]) -> bytes:
             else:
                 _add_bytes(tar, name, item)
     return buffer.getvalue()
+
+
+def huge_header_tar_gz(kind: bytes, size: int) -> bytes:
+    """A .tar.gz whose manifest.json comes after an extended header of `size` bytes, all there, of one letter.
+
+    kind: tarfile.XHDTYPE (a pax header: one `path` record) or tarfile.GNUTYPE_LONGNAME. Streamed
+    through the compressor, so a 32 MB header costs a 32 KB archive and no 32 MB buffer here.
+    """
+    header = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    header.type, header.size = kind, size
+    member = tarfile.TarInfo("manifest.json")
+    member.size = 2
+    compressor = zlib.compressobj(wbits=31)  # 31: the gzip format
+    parts = [compressor.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
+    record = b"%d path=" % size if kind == tarfile.XHDTYPE else b""
+    parts.append(compressor.compress(record))
+    letters = b"a" * (1 << 20)
+    for start in range(len(record), size, len(letters)):
+        parts.append(compressor.compress(letters[: size - start]))
+    parts.append(compressor.compress(bytes(-size % tarfile.BLOCKSIZE)))
+    parts.append(compressor.compress(member.tobuf(format=tarfile.USTAR_FORMAT) + b"{}".ljust(tarfile.BLOCKSIZE, b"\0")))
+    parts.append(compressor.compress(bytes(2 * tarfile.BLOCKSIZE)) + compressor.flush())
+    return b"".join(parts)
 
 
 def bundle_members(bundle: Path, top: str | None = "shapes") -> list[tuple[str, bytes | tarfile.TarInfo]]:

@@ -40,7 +40,7 @@ from agent.control.deploy.active_bundle import (
     deployed_dir,
     write_active,
 )
-from agent.control.deploy.archive import STAGING_PREFIX, ArchiveError, UnpackLimits, unpack_bundle
+from agent.control.deploy.archive import STAGING_PREFIX, ArchiveError, DiskFullError, UnpackLimits, unpack_bundle
 from agent.control.deploy.download import DownloadError, DownloadLimits, download
 from agent.control.deploy.probe import ProbeError, probe
 from agent.control.deploy.request import (
@@ -195,7 +195,7 @@ class Deployer:
                 verify_model_file(bundle, precision)
             detector = self._load(dest)
             probe(detector, self._probe_frame(detector), bundle.imgsz)
-        except (_Failed, DownloadError, ArchiveError, BundleError, ModelLoadError, ProbeError) as error:
+        except (_Failed, DownloadError, ArchiveError, DiskFullError, BundleError, ModelLoadError, ProbeError) as error:
             self._fail(request, str(error), dest if unpacked else None)
             return
         except OSError as error:

@@ -28,6 +28,7 @@ from tests.agent.deploy_helpers import (
     HttpFiles,
     Route,
     bundle_members,
+    huge_header_tar_gz,
     link,
     renamed_copy,
     reshape_model,
@@ -36,6 +37,7 @@ from tests.agent.deploy_helpers import (
     write_bundle,
 )
 from tests.broker import Broker
+from tests.fault.processes import largest_file, limit_file_size
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,7 @@ DEVICE = "e2e-deploy"
 TOPICS = f"yolo-edge/{DEVICE}"
 LOOP_FPS = 8
 NEW_NAME = "shapes-v2"
+ZEROS_MODEL_BYTES = (4 << 20) + (512 << 10)  # a model of zeros: a download of a few KB that unpacks to 4.5 MB
 FINAL = ("active", "failed", "rolled_back")
 
 
@@ -86,6 +89,8 @@ def _archives(workdir: Path, fixture_bundle: Path, files: HttpFiles, gate: threa
         "symlink": tar_gz([*bundle_members(good_bundle), ("shapes/passwd", link(tarfile.SYMTYPE, "/etc/passwd"))]),
         "too-large": os.urandom(max_bytes + 1),
         "garbage": write_archive(garbage_bundle).path.read_bytes(),
+        "pax-bomb": huge_header_tar_gz(tarfile.XHDTYPE, 32 << 20),  # 32 KB announcing a 32 MB header
+        "zeros": tar_gz([("shapes/manifest.json", b"{}"), ("shapes/model.fp32.onnx", bytes(ZEROS_MODEL_BYTES))]),
     }
     archives = {name: Archive(f"/{name}.tar.gz", sha256(body)) for name, body in bodies.items()}
     for name, body in bodies.items():
@@ -218,6 +223,7 @@ FAILING = [
     ("dotdot", "member '../escaped.txt' contains '..'"),
     ("symlink", "member 'shapes/passwd' is a symbolic link (to '/etc/passwd')"),
     ("too-large", "allowed ([deploy] max_bytes)"),
+    ("pax-bomb", f"the archive's pax extended header '././@PaxHeader' is {32 << 20} bytes"),
     ("garbage", "the model's output has shape (1, 96,"),
     ("missing", "the server answered HTTP 404"),
 ]
@@ -238,6 +244,32 @@ def test_a_bad_deployment_fails_and_the_old_bundle_keeps_running(running: Runnin
     assert bundles_on_disk(running) == [], "nothing is left of a failed deployment"
     assert not (running.state / RECORD_NAME).exists()
     assert not (running.state.parent / "escaped.txt").exists()
+
+
+def test_a_full_disk_fails_the_deployment_as_disk_full(running: Running) -> None:
+    # RLIMIT_FSIZE on the agent (see tests/fault/processes.py): no file of its may grow past `limit`,
+    # as on a nearly full disk; the download fits, the model it unpacks does not, and the write that
+    # crosses the limit is its last (1 MB at a time): it stores half and returns as if all was well.
+    limit = ZEROS_MODEL_BYTES - (256 << 10)
+    archive = running.archives["zeros"]
+    assert len(running.files.routes[archive.path].body) < limit // 8
+    grown = [
+        largest_file(running.state),
+        running.agent.stderr_path.stat().st_size,
+        running.agent.stdout_path.stat().st_size,
+    ]
+    assert max(grown) < limit // 2, f"the agent's own files are too close to the limit: {grown}"
+    limit_file_size(running.agent.process.pid, limit)
+    try:
+        final, states = deploy(running, archive)
+    finally:
+        limit_file_size(running.agent.process.pid, None)
+    assert final["state"] == "failed", states
+    bundles = running.state / "bundles"
+    assert final["reason"].startswith(f"disk full: no room to unpack the bundle under {bundles} ("), final
+    assert bundles_on_disk(running) == [], "no truncated model is left behind"
+    assert models_after(running, last_state_message(running).at) == {running.old_name}
+    assert running.agent.running
 
 
 def test_a_second_deploy_while_one_runs_is_refused_as_busy(running: Running) -> None:

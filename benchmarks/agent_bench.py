@@ -12,7 +12,7 @@ the ratios are what to read.
 
 Contenders (every table says which row is which):
   bare        InferenceModel.run() on tensors letterboxed before timing: inference and nothing else
-  agent-inproc  AgentLoop (agent/pipeline/loop.py) with the real source thread, detector and a publisher that
+  agent-inproc  AgentLoop (agent/runtime/loop.py) with the real source thread, detector and a publisher that
                 builds every payload and then discards it; no process start-up
   agent-fp32  `yolo-edge-agent run --dry-run --precision fp32` in its own process
   ultralytics `YOLO(model.onnx, task="detect")(frame)` per frame in its own process
@@ -66,17 +66,19 @@ from agent.config.zones import ZoneConfig
 from agent.pipeline.detector import load_detector
 from agent.pipeline.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86
 from agent.pipeline.letterbox import Letterbox
-from agent.pipeline.loop import AgentLoop, LoopSettings
 from agent.pipeline.precision_cache import CACHE_NAME
 from agent.pipeline.results import STAGES, FrameResult
 from agent.pipeline.sources import SourceHealth, open_source
-from agent.scene.scene import Scene, SceneSettings
+from agent.runtime.loop import LoopHooks, LoopSettings
+from agent.runtime.reporter import ReportSettings
+from agent.scene.scene import SceneSettings
 from agent.system.board import cpu_model, rss_mb
 from agent.transport.publisher import PublisherHealth
 from benchmarks.arguments import int_list
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.machine import load_average
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
+from tests.agent.loop_rig import frame_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -437,6 +439,7 @@ def run_bare(model_path: Path, tensors: list[np.ndarray], frames: int, threads: 
 
 
 # The stage tables' scene: the defaults (motion gate, tracker) and one zone over the lower half.
+PUBLISH_EMPTY = ReportSettings(publish_empty=True)  # every frame publishes, as an agent with empty frames on
 STAGE_SCENE = SceneSettings(zones=(ZoneConfig("lower_half", ((0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0))),))
 
 
@@ -453,7 +456,7 @@ def run_agent_inprocess(
     only: with a scene, frames the motion gate skipped are not timed). video: a file, or any source
     uri (the live test camera's URL). scene: None = motion gating and tracking off."""
     detector, _ = load_detector(model_path, precision, threads)
-    settings = LoopSettings(stats_interval=3600.0, publish_empty=True, max_frames=frames + WARMUP_FRAMES)
+    settings = LoopSettings(stats_interval=3600.0, max_frames=frames + WARMUP_FRAMES)
     finished: list[float] = []
     stages: list[tuple[float, float, float, float, float, float]] = []
     ages: list[float] = []
@@ -465,8 +468,8 @@ def run_agent_inprocess(
         ages.append(t.capture)
 
     with open_source(str(video)) as source:
-        factory = (lambda names: Scene(scene, names)) if scene is not None else None
-        AgentLoop(source, detector, DiscardPublisher(), settings, on_frame=on_frame, scene_factory=factory).run()
+        hooks = LoopHooks(on_frame=on_frame)
+        frame_loop(source, detector, DiscardPublisher(), settings, scene=scene, report=PUBLISH_EMPTY, hooks=hooks).run()
         health = source.health()
     timed = len(finished) - WARMUP_FRAMES
     if timed < 2:
@@ -633,7 +636,7 @@ def worker_ultralytics(model: Path, video: Path, frames: int, threads: int, imgs
 def worker_soak(model: Path, precision: str, video: Path, frames: int, threads: int) -> None:
     """The in-process agent on a looping video, RSS of this process every SOAK_SAMPLE_EVERY frames."""
     detector, _ = load_detector(model, precision, threads)
-    settings = LoopSettings(stats_interval=3600.0, publish_empty=True, max_frames=frames)
+    settings = LoopSettings(stats_interval=3600.0, max_frames=frames)
     started = time.monotonic()
     count = 0
 
@@ -645,7 +648,8 @@ def worker_soak(model: Path, precision: str, video: Path, frames: int, threads: 
             print(json.dumps({"event": "sample", "frame": count, "rss_mb": rss_mb(), "fps": fps}), flush=True)
 
     with open_source(str(video), loop=True) as source:
-        AgentLoop(source, detector, DiscardPublisher(), settings, on_frame=on_frame).run()
+        hooks = LoopHooks(on_frame=on_frame)
+        frame_loop(source, detector, DiscardPublisher(), settings, report=PUBLISH_EMPTY, hooks=hooks).run()
     print(json.dumps({"event": "done", "precision": detector.identity.precision}), flush=True)
 
 

@@ -5,7 +5,7 @@
                                      [--out benchmarks/results]
 
 Each simulated agent is the agent minus the camera and the model: the real frame loop
-(agent/pipeline/loop.py AgentLoop: presence tracker, payload builders, events through
+(agent/runtime/loop.py AgentLoop with its scene and reporter: presence, payload builders, events through
 publish_sequenced, presence, stats) publishing through the real MqttPublisher with its own
 client id and its own durable SQLite outbox in its own state directory. Only two things are
 stand-ins: a source that hands out a frame every 1/fps seconds like a camera, and a detector
@@ -65,7 +65,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.pipeline.detections import Detections
 from agent.pipeline.detector import ModelIdentity
 from agent.pipeline.frames import Frame
-from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.runtime.loop import LoopSettings
+from agent.scene.scene import SceneSettings
 from agent.system.board import cpu_model
 from agent.transport.connection import MqttSettings
 from agent.transport.mqtt import MqttPublisher
@@ -74,6 +75,7 @@ from agent.transport.publisher import PublisherHealth
 from benchmarks.machine import load_average, logical_cpus
 from benchmarks.mosquitto import Broker, mosquitto_binary
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
+from tests.agent.loop_rig import frame_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "yolo-edge"
@@ -337,8 +339,10 @@ class SimulatedAgent:
     def run(self, stop: threading.Event, started: float) -> None:
         # Cameras are not in phase: each agent's first frame comes somewhere within the first period.
         source = PacedSource(self.fps, started + self.rng.uniform(0, 1 / self.fps), self.image)
-        settings = LoopSettings(stats_interval=STATS_INTERVAL_S, end_after=END_AFTER_S)
-        counters = AgentLoop(source, self.detector, self.publisher, settings, stop=stop).run()  # type: ignore[arg-type]
+        settings = LoopSettings(stats_interval=STATS_INTERVAL_S)
+        scene = SceneSettings.presence_only(end_after=END_AFTER_S)
+        loop = frame_loop(source, self.detector, self.publisher, settings, scene=scene, stop=stop)  # type: ignore[arg-type]
+        counters = loop.run()
         health = self.publisher.health()
         self.publisher.close(timeout=CLOSE_TIMEOUT_S)
         self.report = DeviceReport(

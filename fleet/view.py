@@ -121,7 +121,7 @@ def parse_status(payload: bytes) -> str:
 
 
 def parse_stats(payload: bytes) -> StatsSummary | None:
-    """The table's view of a `stats` payload (agent/transport/payloads.py stats_payload); None if it is not a JSON
+    """The table's view of a `stats` payload (agent/runtime/messages.py stats_payload); None if it is not a JSON
     object."""
     body = _json_object(payload)
     if body is None:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from agent.control.remote_settings import SettingsChange, SettingsRejected, parse_settings, rejected_payload
 from agent.control.response_topics import ResponseTopics
-from agent.transport.payloads import dumps
+from agent.transport.encoding import dumps
 from agent.transport.publisher import ReplyTo
 from agent.transport.topics import SET_RESULT
 

@@ -31,7 +31,7 @@ class _Presence:
     last_seen: float
 
 
-class PresenceTracker:
+class LabelPresence:
     """Turns per-frame detections into presence events per label.
 
     A label ends only after `end_after` seconds without it, so one missed

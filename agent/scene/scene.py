@@ -1,5 +1,8 @@
 """What the frame loop asks of the scene: should the detector look at this frame, and what do its
-detections mean (track ids, zones, per-object events, the zone counts, what is present)."""
+detections mean (track ids, zones, per-object events, the zone counts, which labels are present).
+
+Every agent has a scene: with motion gating and tracking both off it runs the detector on every
+frame and keeps only per-label presence, which follows the detections themselves."""
 
 from __future__ import annotations
 
@@ -14,19 +17,32 @@ from agent.config.zones import ZoneConfig, unknown_zone_labels
 from agent.pipeline.detections import Detections
 from agent.scene.motion import DetectionGate, MotionDetector, MotionSettings
 from agent.scene.objects import ObjectEvent, ObjectEvents
+from agent.scene.presence import LabelPresence, PresenceEvent
 from agent.scene.tracker import Tracker, TrackerSettings, TrackUpdate
-from agent.scene.zones import ZoneTracker
+from agent.scene.zones import ZoneOccupancy
 
 
 @dataclass(frozen=True)
 class SceneSettings:
-    """motion: None = the detector runs on every frame. tracker: None = no tracking (and no zones)."""
+    """motion: None = the detector runs on every frame. tracker: None = no tracking (and no zones).
+    end_after: seconds without a label before its presence ends."""
 
     motion: MotionSettings | None = field(default_factory=MotionSettings)
     refresh_s: float = 5.0
     idle_s: float = 30.0
     tracker: TrackerSettings | None = field(default_factory=TrackerSettings)
     zones: tuple[ZoneConfig, ...] = ()
+    end_after: float = 5.0
+
+    @classmethod
+    def presence_only(cls, end_after: float = 5.0) -> SceneSettings:
+        """No motion gating and no tracking: the detector on every frame, per-label presence from its detections."""
+        return cls(motion=None, tracker=None, end_after=end_after)
+
+    @property
+    def watching(self) -> bool:
+        """Motion gating or tracking is on (stats then carry the gate's frame counts)."""
+        return self.motion is not None or self.tracker is not None
 
 
 @dataclass(frozen=True)
@@ -41,15 +57,24 @@ class Gate:
 
 @dataclass(frozen=True)
 class SceneStep:
-    """One detector frame's meaning. track_ids and zones run beside the detections; present: the
-    confirmed tracks as detections, for per-label presence; zone_counts: set when they changed."""
+    """One detector frame's meaning. track_ids and zones run beside the detections; presence: the
+    per-label events (with tracking, a label is present while it has a confirmed track, so one missed
+    detection ends nothing); zone_counts: set when they changed."""
 
     track_ids: tuple[str | None, ...]
     zones: tuple[tuple[str, ...], ...]
     objects: list[ObjectEvent]
-    present: Detections
+    presence: list[PresenceEvent]
     zone_counts: Mapping[str, Mapping[str, int]] | None
     tracking_ms: float
+
+
+@dataclass(frozen=True)
+class SceneEnd:
+    """What closing a scene ends: every open object, then every open presence."""
+
+    objects: list[ObjectEvent]
+    presence: list[PresenceEvent]
 
 
 class Scene:
@@ -59,9 +84,26 @@ class Scene:
         self._motion = MotionDetector(settings.motion) if settings.motion is not None else None
         self.gate_counts = DetectionGate(settings.refresh_s, settings.idle_s)
         self._tracker = Tracker(settings.tracker) if settings.tracker is not None else None
-        self.zones = ZoneTracker(settings.zones if self._tracker is not None else ())
+        self.zones = ZoneOccupancy(settings.zones if self._tracker is not None else ())
         self._objects = ObjectEvents(names)
+        self._presence = LabelPresence(self.names, settings.end_after)
         self._last: TrackUpdate | None = None
+
+    def renamed(self, names: Mapping[int, str]) -> Scene:
+        """A new scene with these settings for a model with other labels (this one is to be closed first)."""
+        return Scene(self.settings, names)
+
+    @property
+    def present(self) -> dict[str, int]:
+        """Label -> count, for every label present now."""
+        return self._presence.counts
+
+    @property
+    def frame_counts(self) -> dict[str, int]:
+        """For stats: frames the detector ran on and frames the gate skipped; none while nothing is watched."""
+        if not self.settings.watching:
+            return {}
+        return {"detected": self.gate_counts.detected, "motion_skipped": self.gate_counts.skipped}
 
     @property
     def tracking(self) -> bool:
@@ -88,7 +130,8 @@ class Scene:
     ) -> SceneStep:
         started = time.perf_counter()
         if self._tracker is None:
-            return SceneStep((), (), [], detections, None, 0.0)
+            presence = self._presence.update(detections, ts, frame)
+            return SceneStep((), (), [], presence, None, 0.0)
         update = self._tracker.update(detections, ts, still=still)
         self._last = update
         zoned = self.zones.update(
@@ -105,27 +148,28 @@ class Scene:
             track_ids=update.track_ids,
             zones=per_detection,
             objects=objects,
-            present=_as_detections(update),
+            presence=self._presence.update(_as_detections(update), ts, frame),
             zone_counts=self.zones.counts if changed else None,
             tracking_ms=(time.perf_counter() - started) * 1e3,
         )
 
-    def close(self, ts: float, frame: int) -> list[ObjectEvent]:
-        """`end` for every open object (a clean stop, or a model with other labels)."""
+    def expire(self, now: float, frame: int) -> list[PresenceEvent]:
+        """Presences unseen for end_after seconds end, also while no frame comes."""
+        return self._presence.expire(now, frame)
+
+    def close(self, ts: float, frame: int) -> SceneEnd:
+        """`end` for every open object and presence (a clean stop, or a model with other labels)."""
         if self._tracker is not None:
             self.zones.forget([t.id for t in self._tracker.close(ts)])
         self._last = None
-        return self._objects.close(ts, frame)
+        return SceneEnd(self._objects.close(ts, frame), self._presence.close(ts, frame))
 
 
-def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettings | None:
-    """The scene the config asks for (None: motion gating and tracking both off); ConfigError for a zone
-    label the model does not know."""
+def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettings:
+    """The scene the config asks for; ConfigError for a zone label the model does not know."""
     if problems := unknown_zone_labels(config.zones, names.values()):
         raise ConfigError(problems)
     motion, tracking = config.motion, config.tracking
-    if not motion.enabled and not tracking.enabled:
-        return None
     return SceneSettings(
         motion=MotionSettings(motion.threshold, motion.contour_area, motion.frame_height, motion.lightning_threshold)
         if motion.enabled
@@ -136,6 +180,7 @@ def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettin
         if tracking.enabled
         else None,
         zones=config.zones,
+        end_after=config.events.end_after,
     )
 
 

@@ -47,7 +47,7 @@ class _Object:
     entered: list[str] = field(default_factory=list)
 
 
-class ZoneTracker:
+class ZoneOccupancy:
     """Feed it the tracked objects of every detector frame; `forget` those whose track ended."""
 
     def __init__(self, zones: Sequence[ZoneConfig]) -> None:

@@ -38,7 +38,7 @@ from agent.transport.connection import MqttSettings, closed_early_hint, describe
 from agent.transport.courier import Courier
 from agent.transport.handover import QUEUED, RetainedStates
 from agent.transport.outbox import NewMessage, Outbox, OutboxError
-from agent.transport.publisher import PublisherHealth, ReplyTo
+from agent.transport.publisher import HELD_IN_MEMORY_MAX, PublisherHealth, ReplyTo
 from agent.transport.spool import Spool
 from agent.transport.topics import checked_suffix
 
@@ -47,7 +47,6 @@ __all__ = ["MqttPublisher"]
 log = logging.getLogger("yolo_edge.mqtt")
 
 QUEUE_LIMIT = 10_000  # QoS 1 messages waiting in memory for the writer (a disk far slower than the loop)
-HELD_LIMIT = 1000  # QoS 1 messages held in memory while the outbox cannot store them (like MAX_UNSENT_EVENTS)
 
 
 class MqttPublisher:
@@ -60,7 +59,11 @@ class MqttPublisher:
     """
 
     def __init__(
-        self, settings: MqttSettings, outbox: Outbox, queue_limit: int = QUEUE_LIMIT, held_limit: int = HELD_LIMIT
+        self,
+        settings: MqttSettings,
+        outbox: Outbox,
+        queue_limit: int = QUEUE_LIMIT,
+        held_limit: int = HELD_IN_MEMORY_MAX,
     ) -> None:
         self.settings = settings
         self.outbox = outbox

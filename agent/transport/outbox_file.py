@@ -31,6 +31,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.transport.publisher import StoreError
+
 __all__ = ["OutboxError", "OutboxFile", "is_corruption"]
 
 log = logging.getLogger("yolo_edge.mqtt")
@@ -60,7 +62,7 @@ _WHY_CHARS = 200  # quick_check can list thousands of problems; the log line nee
 _REOPEN_S = 1.0  # after a failed open, writes fail at once for this long instead of trying the disk again
 
 
-class OutboxError(Exception):
+class OutboxError(StoreError):
     """The outbox file cannot be read or written (disk full, read-only, corrupt); the message names the file."""
 
 

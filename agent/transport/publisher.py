@@ -16,6 +16,16 @@ from typing import Protocol, TextIO
 
 from agent.transport import topics
 
+# Numbered messages (events, objects) held in memory at most while the outbox cannot store them, on
+# either side of the publisher (the frame loop's queue, the MQTT publisher's spool); past it the oldest
+# go, counted in stats.
+HELD_IN_MEMORY_MAX = 1000
+
+
+class StoreError(Exception):
+    """publish_sequenced() could not store the message durably (a full, read-only or failing disk). It took
+    no number: the caller keeps the message and hands it over again, in order, with the next one."""
+
 
 @dataclass(frozen=True)
 class PublisherHealth:
@@ -49,7 +59,8 @@ class Publisher(Protocol):
 
         The number and the message are stored together before the message is sent, so a
         crash can neither make a number reach the broker twice nor leave a gap there (a
-        number whose message was not yet stored never went out, and is given out again).
+        number whose message was not yet stored never went out, and is given out again). Raises
+        StoreError while it cannot store messages.
         """
 
     def publish_reply(self, reply_to: ReplyTo, payload: bytes) -> None:

@@ -722,7 +722,7 @@ def test_dry_run_prints_the_same_payloads_as_json_lines(
 
 IMPORT_PROBE = """
 import json, sys
-import agent.cli, agent.pipeline.loop, agent.transport.mqtt, agent.pipeline.sources, agent.pipeline.detector
+import agent.cli, agent.runtime.loop, agent.transport.mqtt, agent.pipeline.sources, agent.pipeline.detector
 imported = sorted(sys.modules)
 code = agent.cli.main(["run", "--dry-run", "--source", sys.argv[1], "--model", sys.argv[2], "--max-frames", "2"])
 with open(sys.argv[3], "w") as out:

@@ -24,11 +24,13 @@ import pytest
 
 from agent.pipeline.capture import Backend, Capture, CaptureUnavailable
 from agent.pipeline.detector import load_detector
-from agent.pipeline.loop import AgentLoop, LoopSettings
 from agent.pipeline.read_watch import MAX_ABANDONED
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
 from agent.pipeline.sources import MAX_INVALID_IN_A_ROW, FrameSource
+from agent.runtime.loop import AgentLoop, LoopHooks, LoopSettings
+from agent.runtime.reporter import ReportSettings
+from agent.scene.scene import SceneSettings
 from agent.transport.connection import MqttSettings
 from agent.transport.mqtt import MqttPublisher
 from agent.transport.outbox import Outbox
@@ -42,6 +44,7 @@ from tests.agent.agent_process import (
     distinct_events,
     wait_until,
 )
+from tests.agent.loop_rig import frame_loop
 from tests.broker import Broker
 
 DEVICE = "fault-camera"
@@ -237,9 +240,17 @@ def agent_loop_on(
     settings = MqttSettings(broker.host, broker.port, f"{PREFIX}/{DEVICE}", DEVICE, reconnect_max_s=1)
     with Outbox(tmp_path / "outbox.sqlite3") as outbox, MqttPublisher(settings, outbox) as publisher:
         source = FrameSource(backend, loop=False, fps=0, reconnect_max_s=RECONNECT_MAX_S, **source_options)
-        loop_settings = LoopSettings(stats_interval=STATS_INTERVAL_S, end_after=0.5, snapshot=SnapshotSettings())
-        running = RunningLoop(AgentLoop(source, detector, publisher, loop_settings))
-        running.loop.on_frame = running.results.append
+        results: list[FrameResult] = []
+        loop = frame_loop(
+            source,
+            detector,
+            publisher,
+            LoopSettings(stats_interval=STATS_INTERVAL_S),
+            scene=SceneSettings.presence_only(end_after=0.5),
+            report=ReportSettings(snapshot=SnapshotSettings()),
+            hooks=LoopHooks(on_frame=results.append),
+        )
+        running = RunningLoop(loop, results)
         try:
             yield source, running.start()
         finally:

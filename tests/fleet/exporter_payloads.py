@@ -1,4 +1,4 @@
-"""`stats` payloads shaped like the agent's (agent/transport/payloads.py stats_payload), for the exporter's tests.
+"""`stats` payloads shaped like the agent's (agent/runtime/messages.py stats_payload), for the exporter's tests.
 
 Every field the agent sends is here, so a scrape of a device fed this shows every metric the exporter has.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.transport.payloads import dumps
+from agent.transport.encoding import dumps
 
 SHA = "0123456789abcdef" * 4
 

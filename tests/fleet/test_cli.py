@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stats_payload(ts: float, fps: float = 7.94, p50: float = 41.23, pending: int = 0, **extra: Any) -> bytes:
-    """A `stats` message shaped like the agent's (agent/transport/payloads.py): the fields the table reads, more."""
+    """A `stats` message shaped like the agent's (agent/runtime/messages.py): the fields the table reads, more."""
     body = {
         "ts": ts,
         "fps": fps,

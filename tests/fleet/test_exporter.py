@@ -1,7 +1,7 @@
 """`yolo-edge-fleet exporter` as a user runs it: a subprocess on a free port, a real Mosquitto, a real agent.
 
 Devices are the real agent and simulated ones: retained status, stats and zones published in the agent's
-own format (tests/fleet/exporter_payloads.py, agent/transport/payloads.py). /metrics is scraped over HTTP
+own format (tests/fleet/exporter_payloads.py, agent/runtime/messages.py). /metrics is scraped over HTTP
 and parsed with prometheus_client's parser. Every wait polls a condition with a timeout.
 """
 
@@ -23,7 +23,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.transport.payloads import dumps, zones_payload
+from agent.runtime.messages import zones_payload
+from agent.transport.encoding import dumps
 from fleet.cli import main
 from tests.agent.agent_process import ROOT, AgentProcess, Observer, agent_env, broker_args
 from tests.broker import Broker, free_port

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.transport.payloads import dumps, zones_payload
+from agent.runtime.messages import zones_payload
+from agent.transport.encoding import dumps
 from agent.transport.session import Received
 from fleet.exporter.command import Listen, parse_listen
 from fleet.exporter.metrics import FleetCollector

@@ -375,21 +375,22 @@ def test_a_loop_that_stops_iterating_stops_the_pings(
     import io
 
     from agent.pipeline.detector import load_detector
-    from agent.pipeline.loop import AgentLoop, LoopSettings
     from agent.pipeline.sources import open_source
+    from agent.runtime.loop import LoopHooks, LoopSettings
     from agent.transport.publisher import StdoutPublisher
+    from tests.agent.loop_rig import frame_loop
 
     listener, address = path_listener
     env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC), "WATCHDOG_PID": str(os.getpid())}
     notifier = SystemdNotifier(env=env)
     detector = HangingDetector(load_detector(fixture_onnx, "fp32", 1)[0])
     with open_source(str(sample_video[0]), loop=True) as source:
-        loop = AgentLoop(
+        loop = frame_loop(
             source,
             detector,  # type: ignore[arg-type]
             StdoutPublisher("yolo-edge/test", io.StringIO()),
             LoopSettings(stats_interval=60.0),
-            on_tick=notifier.alive,
+            hooks=LoopHooks(on_tick=notifier.alive),
         )
         thread = threading.Thread(target=loop.run, name="frame-loop", daemon=True)
         thread.start()

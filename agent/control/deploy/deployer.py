@@ -54,10 +54,11 @@ from agent.control.deploy.request import (
     parse_deploy,
     state_payload,
 )
+from agent.control.deploy.switchover import PROBATION_FRAMES
 from agent.control.response_topics import ResponseTopics
 from agent.pipeline.detector import Detector, ModelIdentity
 from agent.pipeline.inference import ModelLoadError
-from agent.transport.payloads import dumps
+from agent.transport.encoding import dumps
 from agent.transport.publisher import ReplyTo
 from agent.transport.topics import DEPLOY_STATE
 from agent.urls import scrub, traceback_text
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("yolo_edge.deploy")
 
-PROBATION_FRAMES = 5  # frames the new model must get through in the frame loop before it is confirmed
 UNPACKED_RATIO = 2  # ONNX weights barely compress: a bundle unpacks to little more than its archive
 CLOSE_WAIT_S = 2.0
 

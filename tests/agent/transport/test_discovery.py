@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent.pipeline.results import StageTimings
 from agent.pipeline.stats import StatsWindow
+from agent.runtime.messages import presence_payload, zones_payload
 from agent.transport.discovery import (
     DiscoveryAnnouncer,
     DiscoveryDevice,
@@ -26,7 +27,6 @@ from agent.transport.discovery import (
     discovery_topic,
     package_version,
 )
-from agent.transport.payloads import presence_payload, zones_payload
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 COCO_LIKE = {i: f"label{i}" for i in range(80)}

@@ -27,10 +27,11 @@ from agent.control.remote_settings import RuntimeSettings
 from agent.control.response_topics import ResponseTopics
 from agent.pipeline.detector import Detector, load_detector
 from agent.pipeline.frames import Frame
-from agent.pipeline.loop import AgentLoop, LoopSettings
+from agent.runtime.loop import LoopSettings, RemoteControl
 from agent.transport.publisher import ReplyTo, StdoutPublisher
 from converter.archive import write_archive
 from tests.agent.deploy_helpers import HttpFiles, reshape_model, write_bundle
+from tests.agent.loop_rig import frame_loop
 
 HW = (64, 64)
 GOOD_SHAPE = (1, 8, 3 * 64 * 64 // 8)  # 4 labels: (1, 4 + 4, N)
@@ -232,15 +233,14 @@ class Deployment:
         )
         self.replies: list[dict] = []
         self.inbox = CommandInbox(detector.names, lambda payload: self.replies.append(json.loads(payload)))
-        self.loop = AgentLoop(
+        self.loop = frame_loop(
             Frames(self.stop),
             detector,
             StdoutPublisher("yolo-edge/t", self.output),
             LoopSettings(stats_interval=60),
+            control=RemoteControl(runtime or RuntimeSettings(), self.inbox),
+            deployments=self.deployer,
             stop=self.stop,
-            runtime=runtime or RuntimeSettings(),
-            deployer=self.deployer,
-            inbox=self.inbox,
         )
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()

@@ -11,12 +11,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.transport.outbox import OutboxError
-from agent.transport.publisher import Publisher
+from agent.transport.publisher import HELD_IN_MEMORY_MAX, Publisher, StoreError
 
 log = logging.getLogger("yolo_edge.agent")
-
-MAX_HELD = 1000
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,7 @@ class Numbered:
 
 
 class SequencedQueue:
-    def __init__(self, publisher: Publisher, max_held: int = MAX_HELD) -> None:
+    def __init__(self, publisher: Publisher, max_held: int = HELD_IN_MEMORY_MAX) -> None:
         self.publisher = publisher
         self.max_held = max_held
         self._held: deque[Numbered] = deque()
@@ -46,7 +43,7 @@ class SequencedQueue:
             message = self._held[0]
             try:
                 self.publisher.publish_sequenced(message.topic, message.build, qos=1)
-            except OutboxError as error:
+            except StoreError as error:
                 if not self._failing:
                     log.warning("events held in memory: %s", error)
                     self._failing = True

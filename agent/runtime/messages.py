@@ -1,8 +1,9 @@
-"""JSON payloads of the MQTT contract (docs/topics.md): compact UTF-8, Unix-second times, normalized boxes."""
+"""The bodies of the messages the agent publishes about what it sees (docs/topics.md): one frame's
+detections, per-object and per-label events, zone counts, presence and stats. Times in Unix seconds,
+boxes normalized to 0..1 of the source frame; encoded by transport's `dumps`."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 
@@ -11,21 +12,8 @@ import numpy as np
 from agent.pipeline.results import FrameResult
 from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
+from agent.transport.encoding import dumps
 from agent.transport.publisher import PublisherHealth
-
-
-def dumps(value: object) -> bytes:
-    """value as compact UTF-8 JSON.
-
-    A command's JSON may hold `"\\ud800"`, valid JSON text for a lone surrogate, which UTF-8 cannot
-    hold: an answer quoting it shows U+FFFD there instead of failing to go out at all.
-    """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Through UTF-16: a pair split in two code points is joined, a lone half becomes U+FFFD.
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")
 
 
 def detections_payload(result: FrameResult, names: Mapping[int, str], model: Mapping[str, str]) -> bytes:

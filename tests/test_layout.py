@@ -73,3 +73,67 @@ def test_the_agent_command_loads_neither_paho_nor_fleet_until_asked() -> None:
     assert "agent" in loaded, "the probe did not import the agent: it would pass for the wrong reason"
     assert {"paho", "fleet"} & loaded == set()
     assert {"paho", "fleet"} <= loaded_after_import("fleet.cli"), "the probe cannot see paho or fleet loaded"
+
+
+# Inside the agent, dependencies point down: runtime wires the others; pipeline is the leaf of the
+# loop; the bundle format, config, urls and system sit below them all. Each row: a package, and the
+# agent packages it must never import (lazily or not).
+AGENT_RULES = [
+    ("pipeline", ("scene", "control", "transport", "runtime")),
+    ("scene", ("transport", "control", "runtime")),
+    ("transport", ("pipeline", "scene", "control", "runtime")),
+    ("control", ("scene", "runtime")),
+    ("config", ("pipeline", "scene", "transport", "control", "runtime", "system")),
+    ("system", ("pipeline", "scene", "transport", "control", "runtime", "config")),
+]
+
+
+def imports_within(package: str, forbidden: tuple[str, ...]) -> dict[str, set[str]]:
+    """Modules of agent/<package>/ and the forbidden agent packages each imports."""
+    found: dict[str, set[str]] = {}
+    for path in modules_of(f"agent/{package}"):
+        hits = {
+            name.split(".")[1]
+            for name in imported_modules(path)
+            if name.startswith("agent.") and name.split(".")[1] in forbidden
+        }
+        if hits:
+            found[str(path.relative_to(ROOT))] = hits
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), AGENT_RULES, ids=[rule[0] for rule in AGENT_RULES])
+def test_agent_packages_import_only_downwards(package: str, forbidden: tuple[str, ...]) -> None:
+    assert imports_within(package, forbidden) == {}
+
+
+def test_the_layout_rules_can_fail() -> None:
+    # runtime imports all of them: the same check turned on it must find each.
+    assert set().union(*imports_within("runtime", ("pipeline", "scene", "transport", "control")).values()) == {
+        "pipeline",
+        "scene",
+        "transport",
+        "control",
+    }
+
+
+def test_only_the_command_line_imports_the_runtime() -> None:
+    users = {user for user in importers("agent", "agent.runtime") if not user.startswith("agent/runtime/")}
+    assert users == {"agent/cli.py"}
+
+
+def test_the_bundle_format_and_urls_sit_below_the_pipeline() -> None:
+    for module in ("bundle.py", "urls.py"):
+        below = {name for name in imported_modules(ROOT / "agent" / module) if name.startswith("agent.")}
+        assert below == set(), f"agent/{module} imports {below}"
+
+
+def test_fleet_reads_the_agent_through_config_transport_and_urls_only() -> None:
+    used = {
+        name.split(".")[1]
+        for path in modules_of("fleet")
+        for name in imported_modules(path)
+        if name.startswith("agent.") and name.count(".") >= 1
+    }
+    assert used, "fleet imports nothing of the agent: the check would pass for the wrong reason"
+    assert used <= {"config", "transport", "urls"}

@@ -2,7 +2,7 @@
 
 Every QoS 1 message is written here before it is handed to the MQTT client and
 removed only on its PUBACK, so broker outages, agent crashes (kill -9) and power
-loss lose nothing that `add` or `store` returned for. The file is bounded by count and age;
+loss lose nothing that `store` returned for. The file is bounded by count and age;
 what the bounds drop is counted (by bound), and the counts survive restarts.
 
 The work per insert is bounded: the row count is kept in memory (one COUNT(*) when the file
@@ -60,8 +60,8 @@ class Outbox:
     """A bounded FIFO of messages in SQLite, safe to share between threads.
 
     path: the database file (parent directories are created).
-    max_messages: at most this many rows; adding more drops the oldest.
-    max_age_s: rows older than this many seconds are dropped when a message is added.
+    max_messages: at most this many rows; storing more drops the oldest.
+    max_age_s: rows older than this many seconds are dropped when messages are stored.
     clock: Unix seconds; tests pass a fake one.
 
     Making one never fails on the file: while it cannot be opened, writes raise OutboxError
@@ -138,32 +138,6 @@ class Outbox:
             if self._file.due:
                 self._file.open()
 
-    def add(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        """Store one message durably (fsynced on return); return its id, which rises with every add."""
-        with self._transaction("add a message") as db:
-            return self._insert(db, topic, payload, qos, retain)
-
-    def add_sequenced(
-        self,
-        topic: str,
-        build: Callable[[int], bytes],
-        qos: int = 1,
-        retain: bool = False,
-        counter: str = "events",
-    ) -> int:
-        """Take the next value of `counter` (1, 2, 3, ... across restarts), store `build(value)`, return the value.
-
-        Both happen in one transaction: a crash either keeps the number with its message or
-        neither, so numbers never repeat and a stored message's number is never reused.
-        `build` runs under the outbox lock; keep it to encoding a payload.
-        """
-        with self._transaction("add a sequenced message") as db:
-            row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
-            seq = max(int(row[0]) if row else 0, self._file.seq_floor) + 1
-            self._raise_counter(db, counter, seq)
-            self._insert(db, topic, build(seq), qos, retain)
-        return seq
-
     def store(
         self, messages: Sequence[NewMessage], remove: Iterable[int] = (), on_commit: Callable[[], None] | None = None
     ) -> list[int]:
@@ -179,7 +153,7 @@ class Outbox:
             for message in messages:
                 if message.counter is not None and message.seq is not None:
                     self._raise_counter(db, message.counter, message.seq)
-                ids.append(self._insert(db, message.topic, message.payload, message.qos, message.retain, bound=False))
+                ids.append(self._insert(db, message))
             if messages:
                 self._enforce_bounds(db)
         return ids
@@ -206,15 +180,6 @@ class Outbox:
                 (after_id, limit),
             ).fetchall()
         return [OutboxMessage(int(i), t, bytes(p), int(q), bool(r), float(c)) for i, t, p, q, r, c in rows]
-
-    def remove(self, message_id: int) -> None:
-        """Forget a message the broker acknowledged; unknown ids (already dropped) are ignored."""
-        self.remove_many([message_id])
-
-    def remove_many(self, message_ids: Iterable[int]) -> None:
-        """Forget several acknowledged messages in one transaction (one fsync instead of one per message)."""
-        with self._transaction("remove messages") as db:
-            self._delete(db, message_ids)
 
     def count(self) -> int:
         """Messages waiting for an acknowledgement (kept in memory: no query)."""
@@ -250,17 +215,13 @@ class Outbox:
             self._dropped = meta.get("dropped", 0)  # all drops (files older than the split have only this)
             self._dropped_age = meta.get("dropped_age", 0)
 
-    def _insert(
-        self, db: sqlite3.Connection, topic: str, payload: bytes, qos: int, retain: bool, bound: bool = True
-    ) -> int:
-        """Insert one row (and enforce the bounds unless the caller will), inside the caller's transaction."""
+    def _insert(self, db: sqlite3.Connection, message: NewMessage) -> int:
+        """Insert one row inside the caller's transaction (which enforces the bounds once, after the batch)."""
         cursor = db.execute(
             "INSERT INTO messages (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-            (topic, bytes(payload), qos, int(retain), self._clock()),
+            (message.topic, bytes(message.payload), message.qos, int(message.retain), self._clock()),
         )
         self._pending_rows += 1
-        if bound:
-            self._enforce_bounds(db)
         row = int(cursor.lastrowid or 0)
         self._file.last_id = max(self._file.last_id, row)  # rolled back or not: ids after it stay above it
         return row

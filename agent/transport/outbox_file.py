@@ -244,7 +244,7 @@ def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     try:
         # WAL: a commit appends to one file instead of rewriting pages twice, and readers never block
-        # the writer. synchronous=FULL: every commit is fsynced before add() returns, so an event
+        # the writer. synchronous=FULL: every commit is fsynced before store() returns, so an event
         # survives kill -9 *and* power loss (NORMAL would keep it only across a process crash in WAL
         # mode). That costs one fsync per message, which is fine at the rate events and acks arrive.
         db.execute("PRAGMA journal_mode=WAL")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.transport.outbox import Outbox
+from agent.transport.outbox import NewMessage, Outbox
 from tests.agent.agent_process import AgentProcess, Observer, distinct_events, looping_agent, outbox_events
 from tests.broker import Broker
 from tests.fault.processes import limit_file_size
@@ -45,9 +45,14 @@ def random_bytes(path: Path) -> None:
 
 def torn_pages(path: Path) -> None:
     """A real outbox of TORN_ROWS events whose pages after the first (the header and schema) are garbage."""
-    with Outbox(path) as outbox:
-        for _ in range(TORN_ROWS):
-            outbox.add_sequenced("yolo-edge/x/events", lambda seq: b'{"seq": %d, "pad": "%s"}' % (seq, b"x" * 300))
+    with Outbox(path) as outbox:  # numbered as the spool numbers them, stored as the courier stores them
+        pad = b"x" * 300
+        outbox.store(
+            [
+                NewMessage("yolo-edge/x/events", b'{"seq": %d, "pad": "%s"}' % (seq, pad), counter="events", seq=seq)
+                for seq in range(1, TORN_ROWS + 1)
+            ]
+        )
     data = bytearray(path.read_bytes())
     assert len(data) > 8 * PAGE and data.startswith(b"SQLite format 3\x00")
     rng = random.Random(24)

@@ -181,11 +181,14 @@ def test_work_per_insert_stays_constant_at_the_bound(tmp_path: Path) -> None:
             insert()
             return [s.split("(")[0].strip() for s in statements]
 
-        first = issued(lambda: outbox.add("t", b"first"))
+        def one(payload: bytes) -> list[int]:
+            return outbox.store([NewMessage("t", payload)])
+
+        first = issued(lambda: one(b"first"))
         for i in range(150):
-            outbox.add("t", b"%d" % i)
+            one(b"%d" % i)
         assert outbox.count() == 100 and outbox.dropped_full == 51
-        at_bound = issued(lambda: outbox.add("t", b"at the bound"))
+        at_bound = issued(lambda: one(b"at the bound"))
         batch = issued(lambda: outbox.store([NewMessage("t", b"%d" % i) for i in range(20)], remove=[1, 2]))
         everything = " ".join(statements)
         db.set_trace_callback(None)
@@ -218,9 +221,13 @@ def test_a_row_paho_can_never_send_is_dropped_counted_and_does_not_block_the_res
     tmp_path: Path, broker: Broker, observers, publishers
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
-    outbox.add(EVENTS, b"before")
-    outbox.add(f"{PREFIX}/+/wildcard", b"unsendable")  # left by an older version, say
-    outbox.add(EVENTS, b"after")
+    outbox.store(
+        [
+            NewMessage(EVENTS, b"before"),
+            NewMessage(f"{PREFIX}/+/wildcard", b"unsendable"),  # left by an older version, say
+            NewMessage(EVENTS, b"after"),
+        ]
+    )
     observer = observers(broker)
     publisher = publishers(settings(broker.port), outbox)
     assert observer.wait_count(EVENTS, 2) == [b"before", b"after"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.keys import FILE, ConfigError, Spec, shown_value
+from agent.config.lines import parse_lines
 from agent.config.sections import SECTIONS, AgentConfig, MqttConfig, default_state_dir
 from agent.config.zones import parse_zones
 
@@ -174,6 +175,8 @@ def load_config(
         parse_zones(document.pop("zones"), f" in {_shown(path)}") if "zones" in document else ((), [])
     )
     problems.extend(zone_problems)
+    lines, line_problems = parse_lines(document.pop("lines", {}), f" in {_shown(path)}")
+    problems.extend(line_problems)
     for section, key, raw, origin, where in _layers(document, path, env, overrides or {}):
         if (section, key) == ("mqtt", "password"):
             problems.append(
@@ -181,7 +184,7 @@ def load_config(
                 f"and set mqtt.password_file to it, or set {PASSWORD_ENV}"
             )
         elif section not in SECTIONS:
-            allowed = ", ".join([*SECTIONS, "zones.NAME"])
+            allowed = ", ".join([*SECTIONS, "zones.NAME", "lines.NAME"])
             problems.append(f"unknown section [{_shown(section)}]{where}; allowed sections: {allowed}")
         elif (spec := _SPECS.get((section, key))) is None:
             allowed = ", ".join(k for s, k in _SPECS if s == section)
@@ -201,4 +204,4 @@ def load_config(
     sections["agent"].setdefault("state_dir", default_state_dir(env))
     built = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
     built["mqtt"] = MqttConfig(**sections["mqtt"], password=password)
-    return AgentConfig(**built, zones=zones, config_file=Path(path) if path is not None else None)
+    return AgentConfig(**built, zones=zones, lines=lines, config_file=Path(path) if path is not None else None)

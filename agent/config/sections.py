@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
+from agent.config.lines import LINE_KEYS, LinesConfig
 from agent.config.zones import ZONE_KEYS, ZoneConfig
 from agent.urls import shown_uri
 
@@ -233,6 +234,7 @@ class AgentConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     zones: tuple[ZoneConfig, ...] = ()
+    lines: LinesConfig = field(default_factory=LinesConfig)
     config_file: Path | None = None
 
     def redacted(self) -> dict[str, Any]:
@@ -250,6 +252,13 @@ class AgentConfig:
                 **{k: _plain(getattr(zone, k)) for k in ZONE_KEYS[1:]},
             }
             for zone in self.zones
+        }
+        summary["lines"] = {"reset": self.lines.reset} | {
+            line.name: {
+                "points": [list(p) for p in line.points],
+                **{k: _plain(getattr(line, k)) for k in LINE_KEYS[1:]},
+            }
+            for line in self.lines.lines
         }
         return summary
 

@@ -27,6 +27,7 @@ from agent.pipeline.stats import FrameCounters, StatsWindow
 from agent.runtime.reporter import Reporter
 from agent.scene.scene import Scene
 from agent.transport.encoding import dumps
+from agent.transport.stats_schema import Stats
 
 log = logging.getLogger("yolo_edge.agent")
 
@@ -49,7 +50,7 @@ class LoopHooks:
 
     on_tick: Callable[[], None] | None = None
     on_frame: Callable[[FrameResult], None] | None = None
-    on_stats: Callable[[dict[str, object]], None] | None = None
+    on_stats: Callable[[Stats], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class AgentLoop:
             self.reporter.settings_in_force(self.runtime.as_dict())
         self.reporter.presence(self.scene.present)  # nothing is present yet, whatever a previous run left
         self.reporter.zones(self.scene)
+        self.reporter.lines(self.scene, changed=self.scene.lines.reset_if_due(time.time()))
         try:
             while not self.stop.is_set():
                 if self.hooks.on_tick is not None:
@@ -176,7 +178,9 @@ class AgentLoop:
         detector = self.models.detector
         detections_on = self.runtime is None or self.runtime.publish_detections
         self.reporter.frame(result, detector.names, detector.identity.as_dict(), detections_on)
-        self.reporter.objects(step.objects)
+        self.reporter.objects(step.objects, step.crossings)
+        if step.crossings:
+            self.reporter.lines(self.scene, changed=True)
         if step.zone_counts is not None:
             self.reporter.zones(self.scene)
         self.reporter.presence_events(step.presence, self.scene.present)
@@ -245,7 +249,11 @@ class AgentLoop:
             self.control.inbox.use_names(detector.names)
 
     def publish_stats(self, final: bool = False) -> None:
-        """Publish retained `stats`; final: the run's last, which keeps the last figures that covered frames."""
+        """Publish retained `stats`, and with them `lines` (a daily reset shows at midnight) and `zones` (their
+        dwell times grow between changes); final: the run's last, which keeps the last figures that covered frames."""
+        self.reporter.lines(self.scene, changed=self.scene.lines.reset_if_due(time.time()))
+        if any(n for labels in self.scene.zones.counts.values() for n in labels.values()):
+            self.reporter.zones(self.scene)
         stats = self.reporter.stats(
             figures=self.window.summary(final=final),
             counters=self.counters,

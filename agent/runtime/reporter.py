@@ -19,22 +19,27 @@ from agent.pipeline.detections import Detections
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpeg
 from agent.pipeline.stats import FrameCounters
+from agent.runtime.line_store import LineStore
 from agent.runtime.messages import (
+    cross_payload,
     detections_payload,
     event_payload,
+    lines_payload,
     object_payload,
     presence_payload,
-    stats_payload,
+    stats_message,
     zones_payload,
 )
 from agent.runtime.sequenced import Numbered, SequencedQueue
+from agent.scene.lines import LineCrossing
 from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
 from agent.scene.scene import Scene
 from agent.system.board import BoardHealth
-from agent.transport import topics
+from agent.transport import stats_schema, topics
 from agent.transport.encoding import dumps
 from agent.transport.publisher import Publisher
+from agent.transport.stats_schema import Stats
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,16 @@ class _Shown:
 
 
 class Reporter:
-    """board: the board's health for stats (temperature, throttling, memory)."""
+    """board: the board's health for stats (temperature, throttling, memory). line_store: where line counts
+    are kept across restarts; None = not kept."""
 
-    def __init__(self, publisher: Publisher, settings: ReportSettings, board: BoardHealth) -> None:
+    def __init__(
+        self, publisher: Publisher, settings: ReportSettings, board: BoardHealth, line_store: LineStore | None = None
+    ) -> None:
         self.publisher = publisher
         self.settings = settings
         self.board = board
+        self.line_store = line_store
         self.sequenced = SequencedQueue(publisher)
         self._shown: _Shown | None = None
         self._snapshot_wanted = False
@@ -76,8 +85,22 @@ class Reporter:
             payload = detections_payload(result, names, model)
             self.publisher.publish(topics.DETECTIONS, payload, qos=self.settings.detections_qos)
 
-    def objects(self, events: list[ObjectEvent]) -> None:
-        self.sequenced.send([Numbered(topics.OBJECTS, partial(object_payload, event)) for event in events])
+    def objects(self, events: list[ObjectEvent], crossings: list[LineCrossing] | None = None) -> None:
+        """`objects` messages in order: the frame's new / update / end, then its line crossings."""
+        messages = [Numbered(topics.OBJECTS, partial(object_payload, event)) for event in events]
+        messages += [Numbered(topics.OBJECTS, partial(cross_payload, crossing)) for crossing in crossings or ()]
+        self.sequenced.send(messages)
+
+    def lines(self, scene: Scene, changed: bool) -> None:
+        """Retained `lines` (nothing without lines); changed: the counts changed, so they are saved too."""
+        counter = scene.lines
+        if not counter.lines:
+            return
+        if changed and self.line_store is not None:
+            self.line_store.save(counter.counts)
+        points = {line.name: line.points for line in counter.lines}
+        payload = lines_payload(counter.snapshot(), counter.counts.since, time.time(), points)
+        self.publisher.publish(topics.LINES, payload, qos=0, retain=True)
 
     def presence_events(self, events: list[PresenceEvent], present: Mapping[str, int]) -> None:
         """Per-label events in order through the outbox, the retained `presence` first when any came."""
@@ -94,7 +117,8 @@ class Reporter:
         """Retained `zones`: every configured zone's counts, zeros included (nothing without zones)."""
         if scene.zones.zones:
             polygons = {zone.name: zone.polygon for zone in scene.zones.zones}
-            self.publisher.publish(topics.ZONES, zones_payload(scene.zones.counts, time.time(), polygons), retain=True)
+            payload = zones_payload(scene.zones.counts, time.time(), polygons, scene.zones.longest_dwell())
+            self.publisher.publish(topics.ZONES, payload, retain=True)
 
     def settings_in_force(self, settings: Mapping[str, object]) -> None:
         """Retained `settings`: the runtime settings `set` may change, as they are now."""
@@ -151,9 +175,10 @@ class Reporter:
         uptime_s: float,
         model: Mapping[str, str],
         source_health: object,
-    ) -> dict[str, object]:
+    ) -> Stats:
         """Publish the retained `stats` and return it. figures: the stats window's summary (fps, latency_ms)."""
-        stats = stats_payload(
+        stats = stats_message(
+            ts=time.time(),
             figures=figures,
             frames={
                 "processed": counters.processed,
@@ -169,5 +194,5 @@ class Reporter:
             transport=self.publisher.health(),
             source_health=source_health,
         )
-        self.publisher.publish(topics.STATS, dumps(stats), qos=0, retain=True)
+        self.publisher.publish(topics.STATS, stats_schema.encode(stats), qos=0, retain=True)
         return stats

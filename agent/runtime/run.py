@@ -18,6 +18,7 @@ from agent.control.deploy.switchover import ModelSwitch
 from agent.pipeline.results import FrameResult
 from agent.pipeline.snapshot import SnapshotSettings
 from agent.runtime.connect import deployer_for, mqtt_publisher
+from agent.runtime.line_store import LineStore
 from agent.runtime.loop import AgentLoop, LoopHooks, LoopSettings, RemoteControl
 from agent.runtime.reporter import Reporter, ReportSettings
 from agent.runtime.startup import open_configured_source, runtime_settings, startup_model
@@ -25,6 +26,7 @@ from agent.scene.scene import Scene, scene_settings
 from agent.system.board import BoardHealth
 from agent.system.notify import SystemdNotifier
 from agent.transport.publisher import Publisher, StdoutPublisher
+from agent.transport.stats_schema import Stats
 
 log = logging.getLogger("yolo_edge.agent")
 
@@ -59,6 +61,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         snapshot = config.snapshot
+        line_store = LineStore(config.agent.state_dir)
         report = ReportSettings(
             detections_qos=config.mqtt.detections_qos,
             publish_empty=config.mqtt.publish_empty,
@@ -69,8 +72,8 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             models,
             # Zone labels are checked against the model now; a model deployed later with other labels keeps
             # the zones, whose unknown labels then count nothing.
-            Scene(scene_settings(config, detector.names), detector.names),
-            Reporter(publisher, report, BoardHealth(refresh_s=config.stats.interval)),
+            Scene(scene_settings(config, detector.names), detector.names, line_store.load()),
+            Reporter(publisher, report, BoardHealth(refresh_s=config.stats.interval), line_store),
             LoopSettings(config.source.max_frame_age, config.stats.interval, max_frames),
             control=control,
             hooks=hooks,
@@ -111,11 +114,10 @@ def _service_hooks(notifier: SystemdNotifier, models: ModelSwitch, ready_timeout
             notifier.status(status)
         notifier.ready(status)
 
-    def stats_done(stats: dict[str, object]) -> None:
-        mqtt, frames = stats["mqtt"], stats["frames"]
-        assert isinstance(mqtt, dict) and isinstance(frames, dict)
-        broker = "connected" if mqtt["connected"] else "broker unreachable"
+    def stats_done(stats: Stats) -> None:
+        assert stats.mqtt is not None and stats.frames is not None  # the agent's own stats say both
+        broker = "connected" if stats.mqtt.connected else "broker unreachable"
         precision = models.detector.identity.precision  # a deployment may have changed it
-        notifier.status(f"{stats['fps']} fps, {precision}, {broker}, {frames['processed']} frames")
+        notifier.status(f"{stats.fps} fps, {precision}, {broker}, {stats.frames.processed} frames")
 
     return LoopHooks(on_tick=tick, on_frame=frame_done, on_stats=stats_done)

@@ -9,7 +9,7 @@ not send one message per frame.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -57,6 +57,7 @@ class ObjectEvent:
     end_ts: float | None
     ts: float
     frame: int
+    dwell_s: Mapping[str, float] = field(default_factory=dict)  # zone -> seconds stood there so far
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,14 @@ class ObjectEvents:
         frame_hw: tuple[int, int],
         ts: float,
         frame: int,
+        dwell_of: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[ObjectEvent]:
-        """Events for one detector frame: `tracks` are the confirmed ones still open, `ended` those that ended."""
+        """Events for one detector frame: `tracks` are the confirmed ones still open, `ended` those that ended.
+        dwell_of: object id -> zone -> seconds, carried by every event."""
         events: list[ObjectEvent] = []
+        dwell_of = dwell_of or {}
         for track in tracks:
-            event = self._event("new", track, zones_of, entered, frame_hw, ts, frame)
+            event = self._event("new", track, zones_of, entered, frame_hw, ts, frame, dwell_of)
             previous = self._sent.get(track.id)
             self._last[track.id] = (event, track.last_seen_ts)
             if previous is not None and not self._news(previous, event):
@@ -106,7 +110,7 @@ class ObjectEvents:
         for track in ended:
             if track.id not in self._sent:
                 continue  # ended before it was ever confirmed: nobody heard of it
-            event = self._event("end", track, zones_of, entered, frame_hw, ts, frame)
+            event = self._event("end", track, zones_of, entered, frame_hw, ts, frame, dwell_of)
             events.append(_ended(event, track.last_seen_ts))
             self._forget(track.id)
         return events
@@ -136,6 +140,7 @@ class ObjectEvents:
         frame_hw: tuple[int, int],
         ts: float,
         frame: int,
+        dwell_of: Mapping[str, Mapping[str, float]],
     ) -> ObjectEvent:
         h, w = frame_hw
         x1, y1, x2, y2 = (float(v) for v in np.asarray(track.box, np.float64))
@@ -159,6 +164,7 @@ class ObjectEvents:
             end_ts=None,
             ts=ts,
             frame=frame,
+            dwell_s=dict(dwell_of.get(track.id, {})),
         )
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.config import AgentConfig, ConfigError
+from agent.config.lines import LinesConfig, unknown_line_labels
 from agent.config.zones import ZoneConfig, unknown_zone_labels
 from agent.pipeline.detections import Detections
+from agent.scene.lines import LineCounter, LineCounts, LineCrossing
 from agent.scene.motion import DetectionGate, MotionDetector, MotionSettings
 from agent.scene.objects import ObjectEvent, ObjectEvents
 from agent.scene.presence import LabelPresence, PresenceEvent
@@ -33,6 +35,7 @@ class SceneSettings:
     tracker: TrackerSettings | None = field(default_factory=TrackerSettings)
     zones: tuple[ZoneConfig, ...] = ()
     end_after: float = 5.0
+    lines: LinesConfig = field(default_factory=LinesConfig)
 
     @classmethod
     def presence_only(cls, end_after: float = 5.0) -> SceneSettings:
@@ -67,6 +70,7 @@ class SceneStep:
     presence: list[PresenceEvent]
     zone_counts: Mapping[str, Mapping[str, int]] | None
     tracking_ms: float
+    crossings: list[LineCrossing] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,11 @@ class SceneEnd:
 
 
 class Scene:
-    def __init__(self, settings: SceneSettings, names: Mapping[int, str]) -> None:
+    """line_counts: the crossings counted so far (kept across restarts by the caller); None = from now on."""
+
+    def __init__(
+        self, settings: SceneSettings, names: Mapping[int, str], line_counts: LineCounts | None = None
+    ) -> None:
         self.settings = settings
         self.names = dict(names)
         self._motion = MotionDetector(settings.motion) if settings.motion is not None else None
@@ -87,11 +95,14 @@ class Scene:
         self.zones = ZoneOccupancy(settings.zones if self._tracker is not None else ())
         self._objects = ObjectEvents(names)
         self._presence = LabelPresence(self.names, settings.end_after)
+        lines = settings.lines if self._tracker is not None else LinesConfig()
+        self.lines = LineCounter(lines, line_counts or LineCounts(since=time.time()))
         self._last: TrackUpdate | None = None
 
     def renamed(self, names: Mapping[int, str]) -> Scene:
-        """A new scene with these settings for a model with other labels (this one is to be closed first)."""
-        return Scene(self.settings, names)
+        """A new scene with these settings for a model with other labels (this one is to be closed first);
+        the line counts go on."""
+        return Scene(self.settings, names, self.lines.counts)
 
     @property
     def present(self) -> dict[str, int]:
@@ -134,15 +145,21 @@ class Scene:
             return SceneStep((), (), [], presence, None, 0.0)
         update = self._tracker.update(detections, ts, still=still)
         self._last = update
-        zoned = self.zones.update(
-            [t.id for t in update.tracks],
-            [self.names.get(t.class_id, str(t.class_id)) for t in update.tracks],
-            np.array([t.box for t in update.tracks], np.float32).reshape(-1, 4),
-            frame_hw,
-            ts,
+        ids = [t.id for t in update.tracks]
+        labels = [self.names.get(t.class_id, str(t.class_id)) for t in update.tracks]
+        boxes = np.array([t.box for t in update.tracks], np.float32).reshape(-1, 4)
+        seen = [t.last_seen_ts == ts for t in update.tracks]  # the others' boxes are the tracker's predictions
+        zoned = self.zones.update(ids, labels, boxes, frame_hw, ts, seen)
+        found = [i for i, was_seen in enumerate(seen) if was_seen]  # a crossing is where an object was seen
+        crossings = self.lines.update(
+            [ids[i] for i in found], [labels[i] for i in found], boxes[found], frame_hw, ts, frame
         )
-        objects = self._objects.update(update.tracks, update.ended, zoned.zones_of, zoned.entered, frame_hw, ts, frame)
-        changed = self.zones.forget([t.id for t in update.ended]) or zoned.changed
+        objects = self._objects.update(
+            update.tracks, update.ended, zoned.zones_of, zoned.entered, frame_hw, ts, frame, zoned.dwell_of
+        )
+        ended = [t.id for t in update.ended]
+        self.lines.forget(ended)
+        changed = self.zones.forget(ended) or zoned.changed
         per_detection = tuple(zoned.zones_of.get(i, ()) if i is not None else () for i in update.track_ids)
         return SceneStep(
             track_ids=update.track_ids,
@@ -151,6 +168,7 @@ class Scene:
             presence=self._presence.update(_as_detections(update), ts, frame),
             zone_counts=self.zones.counts if changed else None,
             tracking_ms=(time.perf_counter() - started) * 1e3,
+            crossings=crossings,
         )
 
     def expire(self, now: float, frame: int) -> list[PresenceEvent]:
@@ -160,14 +178,18 @@ class Scene:
     def close(self, ts: float, frame: int) -> SceneEnd:
         """`end` for every open object and presence (a clean stop, or a model with other labels)."""
         if self._tracker is not None:
-            self.zones.forget([t.id for t in self._tracker.close(ts)])
+            ended = [t.id for t in self._tracker.close(ts)]
+            self.zones.forget(ended)
+            self.lines.forget(ended)
         self._last = None
         return SceneEnd(self._objects.close(ts, frame), self._presence.close(ts, frame))
 
 
 def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettings:
     """The scene the config asks for; ConfigError for a zone label the model does not know."""
-    if problems := unknown_zone_labels(config.zones, names.values()):
+    if problems := unknown_zone_labels(config.zones, names.values()) + unknown_line_labels(
+        config.lines.lines, names.values()
+    ):
         raise ConfigError(problems)
     motion, tracking = config.motion, config.tracking
     return SceneSettings(
@@ -181,6 +203,7 @@ def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettin
         else None,
         zones=config.zones,
         end_after=config.events.end_after,
+        lines=config.lines,
     )
 
 

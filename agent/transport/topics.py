@@ -15,6 +15,7 @@ DETECTIONS = "detections"
 EVENTS = "events"  # per-label presence events, sequenced through the outbox
 OBJECTS = "objects"  # per-object new / update / end, sequenced through the outbox
 ZONES = "zones"  # per-zone counts by label, retained
+LINES = "lines"  # per-line crossing counts by direction and label, retained
 PRESENCE = "presence"  # the open presences, retained
 STATS = "stats"  # retained
 SNAPSHOT = "snapshot"  # JPEG, retained
@@ -40,6 +41,7 @@ PUBLISHED: tuple[str, ...] = (
     EVENTS,
     OBJECTS,
     ZONES,
+    LINES,
     PRESENCE,
     STATS,
     SNAPSHOT,

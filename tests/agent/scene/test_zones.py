@@ -94,3 +94,29 @@ def test_entered_remembers_every_zone_in_order_and_forget_updates_counts() -> No
 def test_mismatched_lengths_are_a_bug() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         ZoneOccupancy([YARD]).update(["a", "b"], ["x"], np.zeros((2, 4), np.float32), HW, 0.0)
+
+
+def test_dwell_runs_from_the_first_frame_inside_to_the_last_one_seen_there_over_every_visit() -> None:
+    occupancy = ZoneOccupancy([ZoneConfig("yard", YARD.polygon, inertia=2)])
+    inside, outside = ("person", (50.0, 75.0)), ("person", (50.0, 20.0))
+    timeline = [(0.0, outside), (1.0, inside), (2.0, inside), (3.5, inside)]  # in from 1.0: 2.5 s so far
+    for ts, where in timeline:
+        update = step(occupancy, {"a": where}, ts)
+    assert update.dwell_of["a"] == {"yard": 2.5}
+    assert occupancy.longest_dwell() == {"yard": {"person": 2.5}}
+    for ts in (4.0, 5.0):  # out (after inertia 2), then back in for a second visit of 1 s
+        update = step(occupancy, {"a": outside}, ts)
+    assert update.zones_of["a"] == () and update.dwell_of["a"] == {"yard": 2.5}
+    assert occupancy.longest_dwell() == {"yard": {}}
+    for ts in (6.0, 7.0):
+        update = step(occupancy, {"a": inside}, ts)
+    assert update.dwell_of["a"] == {"yard": 3.5}
+
+
+def test_dwell_stops_at_the_last_frame_the_object_was_seen() -> None:
+    occupancy = ZoneOccupancy([ZoneConfig("yard", YARD.polygon, inertia=1)])
+    box = np.array([box_standing_at(50.0, 75.0)], np.float32)
+    occupancy.update(["a"], ["person"], box, HW, 1.0)
+    occupancy.update(["a"], ["person"], box, HW, 2.0)
+    update = occupancy.update(["a"], ["person"], box, HW, 5.0, seen=[False])  # the tracker's prediction
+    assert update.zones_of["a"] == ("yard",) and update.dwell_of["a"] == {"yard": 1.0}

@@ -52,7 +52,7 @@ from fleet.view import (
 )
 
 if TYPE_CHECKING:  # paho is loaded only when a fleet command really runs
-    from agent.transport.session import MqttSession
+    from agent.transport.operator import MqttSession
 
 PROG = "yolo-edge-fleet"
 ALIAS_PROG = "yolo-edge-agent fleet"  # the name its error lines carry when run through the agent

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from agent.config import MqttConfig
 from agent.transport.connection import MqttSettings
-from agent.transport.session import MqttSession
+from agent.transport.operator import MqttSession
 
 __all__ = ["fleet_session", "fleet_settings"]
 

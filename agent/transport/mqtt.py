@@ -7,7 +7,8 @@ PUBACK. On every connect the courier announces `status` = `online`, re-publishes
 state (the broker may have restarted without persistence) and then replays every pending
 outbox row in id order. paho runs its own network thread (loop_start) and reconnects forever
 with exponential backoff; its callbacks only record state, so neither the frame loop nor paho's
-thread ever waits for the disk or for a backlog.
+thread ever waits for the disk or for a backlog. The connection itself (first attempt, reconnects,
+subscriptions, the log of its life, close) is agent/transport/client.py's, shared with the operator's tools.
 
 Commands come the other way: subscribe() registers a handler per topic, subscribed
 again on every connect (clean sessions keep no subscriptions). Handlers run on paho's
@@ -19,13 +20,11 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
@@ -34,7 +33,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport import topics
-from agent.transport.connection import MqttSettings, closed_early_hint, describe_connect_error, make_client
+from agent.transport.client import ConnectionHooks, MqttConnection
+from agent.transport.connection import MqttSettings
 from agent.transport.courier import Courier
 from agent.transport.handover import QUEUED, RetainedStates
 from agent.transport.outbox import NewMessage, Outbox, OutboxError
@@ -67,19 +67,20 @@ class MqttPublisher:
     ) -> None:
         self.settings = settings
         self.outbox = outbox
-        self._client = client = make_client(settings, settings.client_id)
+        hooks = ConnectionHooks(
+            connected=lambda: self._courier.connected(),  # it announces, re-publishes and replays on its own thread
+            disconnected=lambda _was_connected: self._courier.disconnected(),
+            message=self._on_message,
+            published=self._on_publish,
+        )
+        self._link = MqttConnection(settings, hooks)
+        self._client = client = self._link.client
         if not hasattr(client, "drop_out_messages"):
             raise RuntimeError(f"paho-mqtt >= 2.2 is required (drop_out_messages); found {PAHO_VERSION}")
         # The broker publishes this if we vanish without a DISCONNECT (crash, power loss, network gone).
         client.will_set(self._topic(topics.STATUS), topics.OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, math.ceil(settings.reconnect_max_s)))
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: the courier's window bounds what paho holds
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
 
         self._retained = RetainedStates()
         self._spool = Spool(outbox, queue_limit, held_limit, wake=lambda: self._courier.wake())
@@ -89,16 +90,10 @@ class MqttPublisher:
         # _lock guards the small state below; it is never held while calling paho or the outbox.
         self._lock = threading.Lock()
         self._handlers: dict[str, _Handler] = {}  # full topic -> handler
-        self._connected = False
-        self._connects = 0
         self._started = False
         self._closing = False
         self._dropped_qos0 = 0
         self._refused_by_broker = 0  # QoS 1 messages an MQTT 5 PUBACK refused (the ACL, mostly)
-        self._unreachable = False  # log one line per failure streak, not one per retry
-        self._refused = False
-        self._disconnected = threading.Event()
-        self._first_attempt = threading.Event()  # set once the first connection attempt succeeded or failed
 
     # -- the Publisher interface ---------------------------------------------------------------
 
@@ -113,8 +108,7 @@ class MqttPublisher:
         except OutboxError as error:  # each counter is read on first use instead; the courier retries the file
             self._courier.failures.failed(error)
         self._courier.start()
-        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
-        self._client.loop_start()
+        self._link.start()
         return self
 
     def wait_first_attempt(self, timeout_s: float) -> bool:
@@ -124,9 +118,8 @@ class MqttPublisher:
         video) not lose them to the few milliseconds a connection takes, without waiting on a
         broker that refuses or is down: a failed attempt ends the wait too.
         """
-        self._first_attempt.wait(timeout_s)
-        with self._lock:
-            return self._connected
+        self._link.wait_first_attempt(timeout_s)
+        return self._link.status().connected
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish to `<topic_prefix>/<topic>`.
@@ -153,9 +146,7 @@ class MqttPublisher:
         full = checked_suffix(topic) if absolute else self._topic(topic)
         with self._lock:
             self._handlers[full] = _Handler(handler, replies)
-            connected = self._connected
-        if connected:  # otherwise the next connect subscribes it
-            self._client.subscribe(full, qos=1)
+        self._link.subscribe([full])  # now if connected, and on every connect
 
     def publish_reply(self, reply_to: ReplyTo, payload: bytes) -> None:
         """QoS 0 to the response topic an MQTT 5 command named, with its correlation data, while connected."""
@@ -211,12 +202,13 @@ class MqttPublisher:
         outbox_pending: QoS 1 messages not yet acknowledged, stored or queued for the writer.
         """
         stored, queued = self.outbox.counted(lambda: self._spool.queued)
+        link = self._link.status()
         with self._lock:
             return PublisherHealth(
-                connected=self._connected,
+                connected=link.connected,
                 outbox_pending=stored + queued,
                 outbox_dropped=self.outbox.dropped,
-                reconnects=max(0, self._connects - 1),
+                reconnects=max(0, link.connects - 1),
                 extra={
                     "outbox_errors": self._courier.failures.errors,
                     "outbox_writable": self.outbox.available and not self._courier.failures.failing,
@@ -228,7 +220,7 @@ class MqttPublisher:
                     "dropped_qos0": self._dropped_qos0,
                     "refused_by_broker": self._refused_by_broker,
                     "inflight": self._courier.inflight,
-                    "refused": self._refused,
+                    "refused": link.refused,
                 },
             )
 
@@ -243,6 +235,7 @@ class MqttPublisher:
                 return
             self._closing = True  # from now on a (re)connect announces "stopped", not "online"
             started = self._started
+        self._link.begin_close()
         if not started:
             self._courier.stop(timeout)  # stores what was published before start()
             return
@@ -256,14 +249,7 @@ class MqttPublisher:
         lost = self._spool.queued + self._spool.held_count
         if lost:  # the outbox refused them to the end: memory was all they had
             log.warning("%d QoS 1 messages could not be stored in %s and are lost", lost, self.outbox.path)
-        # paho's loop_forever keeps running after loop_stop() until every QoS > 0 message it holds
-        # is acknowledged; the outbox keeps them for the next run, so let paho forget them.
-        self._client.drop_out_messages()
-        was_connected = self._connected
-        self._client.disconnect()
-        if was_connected:
-            self._disconnected.wait(1.0)
-        self._client.loop_stop()
+        self._link.close()  # what paho still holds unacknowledged, the outbox keeps for the next run
 
     def __enter__(self) -> MqttPublisher:
         return self.start()
@@ -273,93 +259,19 @@ class MqttPublisher:
     ) -> None:
         self.close()
 
-    # -- paho callbacks (paho's network thread): state only, never the disk ------------------------
+    # -- hooks (paho's network thread): state only, never the disk --------------------------------
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            # Bad credentials, not authorized, ...: paho retries, but this is not a connection.
-            with self._lock:
-                first, self._refused = not self._refused, True
-            if first:
-                log.error("%s:%d refused the connection: %s; retrying", self.settings.host, self.settings.port, reason)
-            self._first_attempt.set()
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            handler = self._handlers.get(message.topic)
+        if handler is None:
             return
-        # The courier first: once health() says connected, a QoS 0 publish must go out, not be dropped.
-        self._courier.connected()  # it announces, re-publishes and replays on its own thread
-        with self._lock:
-            self._connected = True
-            self._refused = self._unreachable = False
-            self._connects += 1
-            subscribed = list(self._handlers)
-        self._disconnected.clear()
-        log.info("connected to %s:%d", self.settings.host, self.settings.port)
-        if subscribed:
-            client.subscribe([(topic, 1) for topic in subscribed])
-        self._first_attempt.set()
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        # paho calls this from inside its `except OSError`, so the exception in flight is the reason.
-        reason = describe_connect_error(sys.exc_info()[1], self.settings)
-        with self._lock:
-            first, self._unreachable = not self._unreachable, True
-        if first:
-            log.warning(
-                "cannot reach %s:%d: %s; retrying every %g s at most",
-                self.settings.host,
-                self.settings.port,
-                reason,
-                max(1, math.ceil(self.settings.reconnect_max_s)),
-            )
-        self._first_attempt.set()
-
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        with self._lock:
-            was_connected, self._connected = self._connected, False
-            closing = self._closing
-        self._courier.disconnected()
-        self._disconnected.set()
-        if not was_connected:
-            self._closed_before_connack(closing, reason)
-            self._first_attempt.set()
-            return
-        if closing:
-            log.info("disconnected from %s:%d", self.settings.host, self.settings.port)
+        if handler.replies:
+            handler.call(bytes(message.payload), _reply_to(message))
         else:
-            log.warning("disconnected from %s:%d: %s; reconnecting", self.settings.host, self.settings.port, reason)
+            handler.call(bytes(message.payload))
 
-    def _closed_before_connack(self, closing: bool, reason: ReasonCode) -> None:
-        """A failed attempt: say why once per failure streak unless a refusal or connect error already did."""
-        with self._lock:
-            first = not (closing or self._refused or self._unreachable)
-            self._unreachable = True
-        if first:
-            log.warning(
-                "cannot reach %s:%d: it closed the connection before accepting it (%s)%s; retrying",
-                self.settings.host,
-                self.settings.port,
-                reason,
-                closed_early_hint(self.settings),
-            )
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            with self._lock:
-                handler = self._handlers.get(message.topic)
-            if handler is None:
-                return
-            if handler.replies:
-                handler.call(bytes(message.payload), _reply_to(message))
-            else:
-                handler.call(bytes(message.payload))
-        except Exception:
-            # A handler bug must not take paho's network thread down with it (publishing would stop).
-            log.exception("handling an incoming message (mid %d) failed", message.mid)
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+    def _on_publish(self, mid: int, reason: ReasonCode) -> None:
         # An MQTT 5 PUBACK may refuse (not authorized by the ACL, quota): sending it again would be
         # refused again, so it counts as answered, as a 3.1.1 broker's silent drop did; it is logged.
         # paho holds its message lock here: only note it; the courier deletes the row.

@@ -93,7 +93,7 @@ def _configure_logging() -> None:
 def _serve(listen: Listen, mqtt: MqttConfig, prog: str) -> int:
     from prometheus_client import CollectorRegistry, ProcessCollector
 
-    from agent.transport.subscriber import Subscriber
+    from agent.transport.operator import Subscriber
     from fleet.client import fleet_settings
     from fleet.exporter.endpoint import metrics_server
     from fleet.exporter.metrics import FleetCollector

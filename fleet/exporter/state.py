@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from agent.config import DEVICE_ID_RE
 from agent.transport import topics
-from agent.transport.session import Received
+from agent.transport.operator import Received
 from fleet.exporter.readings import Malformed, StatsReading, ZonesReading, parse_stats, parse_status, parse_zones
 from fleet.printable import printable
 from fleet.view import split_topic

@@ -31,7 +31,7 @@ from agent.control.remote_settings import (
     parse_settings,
     rejected_payload,
 )
-from agent.transport.session import Received
+from agent.transport.operator import Received
 from fleet.view import (
     HEADERS,
     DeployState,

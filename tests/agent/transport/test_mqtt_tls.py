@@ -22,7 +22,7 @@ import pytest
 from agent.transport.connection import MqttSettings, probe_broker
 from agent.transport.mqtt import MqttPublisher
 from agent.transport.outbox import Outbox
-from agent.transport.session import MqttSession
+from agent.transport.operator import MqttSession
 from tests.agent.agent_process import agent_env, broker_args, run_agent
 from tests.agent.transport.test_mqtt import EVENTS, PREFIX, STATS, Observer, broker_log_count, seqs, wait_until
 from tests.broker import Broker, free_port

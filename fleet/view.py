@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.transport import topics
-from agent.transport.session import Received
+from agent.transport.operator import Received
 from fleet.printable import printable
 
 STATUSES: tuple[str, ...] = ("online", "offline", "stopped")

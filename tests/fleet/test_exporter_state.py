@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.runtime.messages import zones_payload
 from agent.transport.encoding import dumps
-from agent.transport.session import Received
+from agent.transport.operator import Received
 from fleet.exporter.command import Listen, parse_listen
 from fleet.exporter.metrics import FleetCollector
 from fleet.exporter.readings import Malformed, parse_stats, parse_status, parse_zones

@@ -24,6 +24,7 @@ from agent.transport.discovery import (
     package_version,
     project_url,
 )
+from agent.transport.discovery_record import DiscoveryRecord, announced, with_removals
 from agent.transport.encoding import dumps
 
 if TYPE_CHECKING:  # paho is imported only where MQTT is used: a dry run and `bench` never load it
@@ -88,11 +89,17 @@ def _home_assistant(config: AgentConfig, publisher: MqttPublisher, detector: Det
         return
     labels = classes_of_interest(detector.names, ha.classes, config.model.classes)
     prefix, name = publisher.settings.topic_prefix, detector.identity.name
-    zones = tuple((zone.name, zone.labels or labels) for zone in config.zones) if config.tracking.enabled else ()
-    device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url(), zones)
-    announcer = DiscoveryAnnouncer(
-        lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, dumps(discovery_payload(device))
-    )
+    tracked = config.tracking.enabled  # zones and lines count tracked objects: without tracking they have none
+    zones = tuple((zone.name, zone.labels or labels) for zone in config.zones) if tracked else ()
+    lines = tuple(line.name for line in config.lines.lines) if tracked else ()
+    device = DiscoveryDevice(device_id, prefix, name, labels, package_version(), project_url(), zones, lines)
+    # Entities of components gone since the last run (a line taken out of the config) are removed:
+    # the retained message names them with their platform alone for as long as this run lasts.
+    record = DiscoveryRecord(config.agent.state_dir)
+    body = discovery_payload(device)
+    payload = dumps(with_removals(body, record.load()))
+    record.save(announced(body))
+    announcer = DiscoveryAnnouncer(lambda t, p: publisher.publish_absolute(t, p, qos=1, retain=True), topic, payload)
     stack.callback(announcer.close)  # its timer publishes: stopped before the publisher closes
     publisher.subscribe(f"{ha.discovery_prefix}/{topics.HA_STATUS}", announcer.on_ha_status, absolute=True)
     announcer.announce()  # retained: the publisher also sends it again on every connect

@@ -1,8 +1,8 @@
 """Home Assistant MQTT discovery: one device-based message that makes the agent a device with entities.
 
 The payload goes retained to `<discovery_prefix>/device/<device_id>/config` and is built by the
-pure functions below from topics the agent publishes anyway (status, stats, presence, snapshot),
-so Home Assistant needs no YAML and the agent no extra messages for it. DiscoveryAnnouncer
+pure functions below from topics the agent publishes anyway (status, stats, presence, zones, lines,
+snapshot), so Home Assistant needs no YAML and the agent no extra messages for it. DiscoveryAnnouncer
 re-sends it when Home Assistant comes back (`online` on `<discovery_prefix>/status`), after a
 random delay so a fleet restarting with Home Assistant does not answer in one burst.
 """
@@ -26,6 +26,7 @@ log = logging.getLogger("yolo_edge.discovery")
 ORIGIN_NAME = "yolo-edge"
 DEFAULT_CLASSES = 5  # entities per class for a model without a class filter: not 80 of each
 MAX_DELAY_S = 5.0
+LINE_DIRECTIONS = ("in", "out")  # the `lines` message's, as agent/scene/lines.py counts them
 
 
 def package_version() -> str:
@@ -53,6 +54,8 @@ class DiscoveryDevice:
     labels: the classes of interest, each getting a count sensor and a presence binary sensor.
     zones: (zone name, its labels of interest) pairs; each zone gets an occupancy binary sensor and
     a count sensor per label, fed by the retained `zones` message.
+    lines: the counting lines' names; each gets a crossings sensor per direction, fed by the retained
+    `lines` message.
     """
 
     device_id: str
@@ -62,6 +65,7 @@ class DiscoveryDevice:
     version: str
     url: str | None = None
     zones: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    lines: tuple[str, ...] = ()
 
 
 def discovery_topic(discovery_prefix: str, device_id: str) -> str:
@@ -108,7 +112,8 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
     Availability follows `status`: `online` is available; `offline` (the last will) and `stopped`
     (a clean stop) are not. Entities: connectivity, fps and inference latency p50 (from the retained
     stats), a count sensor and an occupancy binary sensor per label (from the retained presence
-    message), and an image entity showing the retained snapshot.
+    message), zone and line sensors (from the retained zones and lines messages), and an image entity
+    showing the retained snapshot.
     """
     t = device.topic_prefix
     uid = f"yolo_edge_{device.device_id}"
@@ -180,6 +185,7 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
                 "state_topic": f"{t}/{topics.ZONES}",
                 "value_template": f"{{{{ {in_zone}.get({json.dumps(label)}, 0) }}}}",
             }
+    components |= _line_components(t, device.lines)
     components["snapshot"] = {
         "p": "image",
         "name": "Snapshot",
@@ -211,6 +217,28 @@ def discovery_payload(device: DiscoveryDevice) -> dict[str, Any]:
         "cmps": components,
         "qos": 1,
     }
+
+
+def _line_components(t: str, lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per line and direction, the crossings since the last reset summed over labels (0 before any).
+
+    total_increasing: the daily reset's drop to 0 is a new meter cycle to Home Assistant, not a
+    negative count. Keys use the name as it is: line names are [A-Za-z0-9_-] and stay distinct
+    (a slug would merge `Door` and `door`), and stable, so a removed line's key can be removed again.
+    """
+    components: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        for direction in LINE_DIRECTIONS:
+            counts = f"value_json.lines.get({json.dumps(line)}, {{}}).get({json.dumps(direction)}, {{}})"
+            components[f"line_{line}_{direction}"] = {
+                "p": "sensor",
+                "name": f"{line} crossings {direction}",
+                "icon": "mdi:transfer-right" if direction == "in" else "mdi:transfer-left",
+                "state_class": "total_increasing",
+                "state_topic": f"{t}/{topics.LINES}",
+                "value_template": f"{{{{ {counts}.values() | sum }}}}",
+            }
+    return components
 
 
 class DiscoveryAnnouncer:

@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.transport.discovery import DiscoveryDevice
+from agent.transport.discovery_record import DiscoveryRecord
 from tests.agent.agent_process import AgentProcess, Message, Observer, agent_env, broker_args, open_presences, run_agent
 from tests.agent.transport.test_discovery import check_discovery, render
 from tests.broker import Broker
@@ -39,6 +40,12 @@ NAMES = ("circle", "square", "triangle", "star")
 LOOP_FPS = 8  # the source's pace: events keep coming, one core stays free
 SNAPSHOT_WIDTH = 320  # the sample video is 640x480
 SNAPSHOT_HW = (240, 320)
+# A counting line in the config, and one an earlier run announced that the config no longer has.
+LINE_CONFIG = """
+[lines.door]
+points = [[0.5, 0.0], [0.5, 1.0]]
+"""
+EARLIER = {"line_gone_in": "sensor", "line_gone_out": "sensor", "line_door_in": "sensor"}
 
 
 @dataclass(frozen=True)
@@ -47,15 +54,20 @@ class Running:
     observer: Observer
     agent: AgentProcess
     started: float
+    state_dir: Path
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, fixture_onnx: Path, sample_video: tuple[Path, list]):
-    """The agent on the looping sample video, every frame published (publish_empty), snapshots 320 wide."""
+    """The agent on the looping sample video, every frame published (publish_empty), snapshots 320 wide,
+    a counting line, and a state directory recording Home Assistant components of an earlier run."""
     workdir = tmp_path_factory.mktemp("remote-e2e")
     broker = Broker(workdir).start()
     observer = Observer(broker.host, broker.port, DEVICE, also=(CONFIG_TOPIC,))
-    args = ["run", "--source", str(sample_video[0]), "--loop", "--model", str(fixture_onnx)]
+    (workdir / "agent.toml").write_text(LINE_CONFIG)
+    DiscoveryRecord(workdir / "state").save(EARLIER)
+    args = ["run", "--config", str(workdir / "agent.toml"), "--source", str(sample_video[0]), "--loop"]
+    args += ["--model", str(fixture_onnx)]
     env = agent_env(
         workdir / "state",
         source_fps=LOOP_FPS,
@@ -68,7 +80,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, fixture_onnx: Path, sample
     agent = AgentProcess([*args, *broker_args(broker.host, broker.port, DEVICE)], env, workdir)
     try:
         observer.wait_count("detections", 1, timeout=60)
-        yield Running(broker, observer, agent, started)
+        yield Running(broker, observer, agent, started, workdir / "state")
     finally:
         if agent.running:
             agent.kill()
@@ -155,8 +167,13 @@ def test_discovery_is_retained_and_complete(running: Running, fixture_onnx: Path
     kept = retained_on(running.broker, CONFIG_TOPIC)
     assert kept is not None and kept.qos == 1
     body = kept.json()
-    device = DiscoveryDevice(DEVICE, TOPICS, fixture_onnx.stem, NAMES, body["dev"]["sw"])
+    device = DiscoveryDevice(DEVICE, TOPICS, fixture_onnx.stem, NAMES, body["dev"]["sw"], lines=("door",))
     components = check_discovery(body, device)
+    # The line's sensors; the earlier run's line the config no longer has is removed (its platform alone).
+    assert components["line_door_in"]["state_class"] == components["line_door_out"]["state_class"] == "total_increasing"
+    assert body["cmps"]["line_gone_in"] == body["cmps"]["line_gone_out"] == {"p": "sensor"}
+    recorded = DiscoveryRecord(running.state_dir).load()
+    assert set(recorded) == set(components) and "line_gone_in" not in recorded, "the next start removes nothing"
     labels = sorted(c["name"].removesuffix(" count") for k, c in components.items() if k.startswith("count_"))
     assert labels == sorted(NAMES), "a model with a handful of classes: every label gets its entities"
     assert components["snapshot"]["image_topic"] == f"{TOPICS}/snapshot"  # its message: the snapshot tests

@@ -11,6 +11,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent.pipeline.results import StageTimings
 from agent.pipeline.stats import StatsWindow
-from agent.runtime.messages import presence_payload, zones_payload
+from agent.runtime.messages import lines_payload, presence_payload, zones_payload
 from agent.transport.discovery import (
     DiscoveryAnnouncer,
     DiscoveryDevice,
@@ -27,6 +28,7 @@ from agent.transport.discovery import (
     discovery_topic,
     package_version,
 )
+from agent.transport.discovery_record import DiscoveryRecord, announced, with_removals
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "star"}
 COCO_LIKE = {i: f"label{i}" for i in range(80)}
@@ -64,11 +66,11 @@ def check_discovery(body: dict[str, Any], device: DiscoveryDevice) -> dict[str, 
     assert availability["payload_available"] == "online" and availability["payload_not_available"] == "offline"
     for status, expected in ((b"online", "online"), (b"offline", "offline"), (b"stopped", "offline")):
         assert render(availability["value_template"], status) == expected, status
-    components = body["cmps"]
+    components = {key: c for key, c in body["cmps"].items() if set(c) != {"p"}}  # the rest are removals
+    assert all(c["p"] in REQUIRED for c in body["cmps"].values()), body["cmps"]
     unique_ids = [c["unique_id"] for c in components.values()]
     assert len(set(unique_ids)) == len(unique_ids), "unique_id is unique"
     for key, component in components.items():
-        assert component["p"] in REQUIRED, (key, component)
         assert REQUIRED[component["p"]] <= set(component), (key, component)
         assert component["unique_id"] and component["name"]
         topic = component.get("state_topic") or component["image_topic"]
@@ -286,3 +288,86 @@ def test_zones_get_an_occupancy_sensor_and_a_count_per_label_fed_by_the_zones_to
     assert render(cars["value_template"], busy) == "2"
     assert render(components["zone_drive_way_count_person"]["value_template"], busy) == "0"
     assert render(cars["value_template"], other) == "0"
+
+
+# -- counting lines ----------------------------------------------------------------------------------
+
+LINE_POINTS = {"door": [[0.5, 0.0], [0.5, 1.0]], "Gate-2": [[0.0, 0.6], [1.0, 0.6]]}
+
+
+def line_device(*lines: str) -> DiscoveryDevice:
+    return DiscoveryDevice("pi-4", "yolo-edge/pi-4", "shapes", ("circle",), "1.2.3", lines=lines)
+
+
+def test_each_line_gets_a_total_increasing_sensor_per_direction_fed_by_the_lines_topic() -> None:
+    device = line_device("door", "Gate-2")
+    components = check_discovery(discovery_payload(device), device)
+    keys = {"line_door_in", "line_door_out", "line_Gate-2_in", "line_Gate-2_out"}
+    assert keys <= set(components)
+    for key in keys:
+        sensor = components[key]
+        assert sensor["p"] == "sensor" and sensor["state_class"] == "total_increasing", sensor
+        assert sensor["state_topic"] == "yolo-edge/pi-4/lines"
+    assert components["line_Gate-2_in"]["unique_id"] == "yolo_edge_pi-4_line_Gate-2_in"
+    counted = lines_payload(
+        {"door": {"in": {"circle": 2, "star": 1}, "out": {}}, "Gate-2": {"in": {}, "out": {"square": 4}}},
+        1700000000.0,
+        1700000100.0,
+        LINE_POINTS,
+    )
+    rendered = {key: render(components[key]["value_template"], counted) for key in keys}
+    assert rendered == {"line_door_in": "3", "line_door_out": "0", "line_Gate-2_in": "0", "line_Gate-2_out": "4"}
+    # After the daily reset every count is back to 0 (a new cycle for total_increasing); a line the message
+    # does not hold yet (an agent of before the line was added) reads 0 too.
+    reset = lines_payload({"door": {"in": {}, "out": {}}}, 1700086400.0, 1700086400.0, {"door": LINE_POINTS["door"]})
+    assert {key: render(components[key]["value_template"], reset) for key in keys} == dict.fromkeys(keys, "0")
+
+
+def test_lines_whose_names_differ_only_in_case_get_distinct_sensors() -> None:
+    components = discovery_payload(line_device("door", "Door"))["cmps"]
+    assert {"line_door_in", "line_Door_in"} <= set(components)
+    assert components["line_door_in"]["unique_id"] != components["line_Door_in"]["unique_id"]
+
+
+def test_a_line_taken_out_of_the_config_is_removed_once(tmp_path: Path) -> None:
+    record = DiscoveryRecord(tmp_path / "state")
+
+    def start(device: DiscoveryDevice) -> dict[str, Any]:
+        """What connect.py does at start: the message with removals, and the record of what it announces."""
+        body = discovery_payload(device)
+        sent = with_removals(body, record.load())
+        record.save(announced(body))
+        return sent
+
+    first = start(line_device("door", "gate"))
+    assert not [c for c in first["cmps"].values() if set(c) == {"p"}], "a first run removes nothing"
+    second = start(line_device("door"))
+    check_discovery(second, line_device("door"))
+    # Home Assistant removes a component of a device-based message named with its platform alone.
+    assert second["cmps"]["line_gate_in"] == second["cmps"]["line_gate_out"] == {"p": "sensor"}
+    assert second["cmps"]["line_door_in"] == first["cmps"]["line_door_in"], "the line that stays is unchanged"
+    third = start(line_device("door"))
+    assert "line_gate_in" not in third["cmps"], "removed once: the next start does not name it again"
+    assert third == discovery_payload(line_device("door"))
+    back = start(line_device("door", "gate"))
+    assert back["cmps"]["line_gate_in"] == first["cmps"]["line_gate_in"], "a line put back is announced again"
+
+
+def test_an_unreadable_record_removes_nothing_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    record = DiscoveryRecord(tmp_path)
+    for junk in (b"\x00\xff", b"[]", b'{"components": {"line_a_in": 3}}', b'{"components": {"../x": "sensor"}}'):
+        record.path.write_bytes(junk)
+        caplog.clear()
+        assert record.load() == {}, junk
+        assert len(caplog.records) == 1 and str(record.path) in caplog.records[0].getMessage(), junk
+    assert "Traceback" not in caplog.text
+    record.save({"line_a_in": "sensor"})
+    assert record.load() == {"line_a_in": "sensor"}
+
+
+def test_a_record_that_cannot_be_written_is_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("")
+    record = DiscoveryRecord(tmp_path / "file")  # a state directory that is a file: nothing can go under it
+    record.save({"line_a_in": "sensor"})
+    assert len(caplog.records) == 1 and "not recorded" in caplog.records[0].getMessage()
+    assert record.load() == {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from agent.transport import topics
+from agent.transport import stats_schema, topics
 from agent.transport.operator import Received
 from fleet.printable import printable
 
@@ -106,14 +106,6 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _get(mapping: object, *path: str) -> object:
-    for key in path:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
 def parse_status(payload: bytes) -> str:
     """`online`, `offline` or `stopped`; anything else shortened and quoted, so it stands out in the table."""
     text = payload.decode("utf-8", errors="replace").strip()
@@ -121,21 +113,23 @@ def parse_status(payload: bytes) -> str:
 
 
 def parse_stats(payload: bytes) -> StatsSummary | None:
-    """The table's view of a `stats` payload (agent/runtime/messages.py stats_payload); None if it is not a JSON
-    object."""
+    """The table's view of a `stats` payload (agent/transport/stats_schema.py): what a field says, None where it
+    says nothing or something of the wrong type; None if the payload is not a JSON object."""
     body = _json_object(payload)
     if body is None:
         return None
-    pending = _number(_get(body, "mqtt", "outbox_pending"))
+    stats = stats_schema.parse(body).stats
+    model, mqtt, latency = stats.model, stats.mqtt, stats.latency_ms or {}
+    inference = latency.get("inference")
     return StatsSummary(
-        ts=_number(body.get("ts")),
-        fps=_number(body.get("fps")),
-        inference_p50_ms=_number(_get(body, "latency_ms", "inference", "p50")),
-        model=_text(_get(body, "model", "name")),
-        precision=_text(_get(body, "model", "precision")),
-        sha256=_text(_get(body, "model", "sha256")),
-        outbox_pending=None if pending is None else int(pending),
-        cpu_temp_c=_number(body.get("cpu_temp_c")),
+        ts=stats.ts,
+        fps=stats.fps,
+        inference_p50_ms=None if inference is None else inference.p50,
+        model=None if model is None else _text(model.name),
+        precision=None if model is None else _text(model.precision),
+        sha256=None if model is None else _text(model.sha256),
+        outbox_pending=None if mqtt is None else mqtt.outbox_pending,
+        cpu_temp_c=stats.cpu_temp_c,
     )
 
 

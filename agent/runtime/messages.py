@@ -1,19 +1,30 @@
 """The bodies of the messages the agent publishes about what it sees (docs/topics.md): one frame's
 detections, per-object and per-label events, zone counts, presence and stats. Times in Unix seconds,
-boxes normalized to 0..1 of the source frame; encoded by transport's `dumps`."""
+boxes normalized to 0..1 of the source frame; encoded by transport's `dumps`. Stats are a typed value
+whose fields agent/transport/stats_schema.py describes, for the fleet's readers as for us."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from agent.pipeline.results import FrameResult
 from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
+from agent.transport import stats_schema
 from agent.transport.encoding import dumps
 from agent.transport.publisher import PublisherHealth
+from agent.transport.stats_schema import (
+    EventCounts,
+    FrameCounts,
+    ModelIdentity,
+    MqttFigures,
+    SourceFigures,
+    Stats,
+    TrackCounts,
+)
 
 
 def detections_payload(result: FrameResult, names: Mapping[int, str], model: Mapping[str, str]) -> bytes:
@@ -109,7 +120,8 @@ def presence_payload(counts: Mapping[str, int], ts: float) -> bytes:
     return dumps({"ts": round(ts, 3), "present": dict(counts)})
 
 
-def stats_payload(
+def stats_message(
+    ts: float,
     figures: Mapping[str, object],
     frames: Mapping[str, int],
     tracks: Mapping[str, int] | None,
@@ -119,39 +131,34 @@ def stats_payload(
     model: Mapping[str, str],
     transport: PublisherHealth,
     source_health: object,
-) -> dict[str, object]:
-    """The retained `stats` message as a dict (the frame loop also hands it to systemd's status line).
-
-    figures: the stats window's summary (fps, latency_ms). tracks: None without tracking."""
-    return {
-        "ts": round(time.time(), 3),
-        **figures,
-        "frames": dict(frames),
-        **({"tracks": dict(tracks)} if tracks is not None else {}),
-        "events": dict(events),
-        **board,
-        "uptime_s": round(uptime_s, 1),
-        "model": dict(model),
-        "mqtt": {
-            "connected": transport.connected,
-            "outbox_pending": transport.outbox_pending,
-            "outbox_dropped": transport.outbox_dropped,
-            "reconnects": transport.reconnects,
-            **transport.extra,
-        },
-        "source": _source_summary(source_health),
-    }
+) -> Stats:
+    """The retained `stats` message (agent/transport/stats_schema.py); the frame loop also hands it to
+    systemd's status line. ts: time.time(). figures: the stats window's summary (fps, window_s,
+    latency_ms and, in a final one, figures_age_s). board: rss_mb, and cpu_temp_c and throttled where
+    the board reports them. tracks: None without tracking."""
+    measured = stats_schema.build(Stats, {**figures, **board})
+    return replace(
+        measured,
+        ts=round(ts, 3),
+        frames=stats_schema.build(FrameCounts, frames),
+        tracks=None if tracks is None else stats_schema.build(TrackCounts, tracks),
+        events=stats_schema.build(EventCounts, events),
+        uptime_s=round(uptime_s, 1),
+        model=stats_schema.build(ModelIdentity, model),
+        mqtt=stats_schema.build(
+            MqttFigures,
+            {
+                "connected": transport.connected,
+                "outbox_pending": transport.outbox_pending,
+                "outbox_dropped": transport.outbox_dropped,
+                "reconnects": transport.reconnects,
+                **transport.extra,
+            },
+        ),
+        source=stats_schema.build(SourceFigures, _source_summary(source_health)),
+    )
 
 
 def _source_summary(health: object) -> dict[str, object]:
-    fields = (
-        "kind",
-        "connected",
-        "frames_read",
-        "frames_invalid",
-        "reopen_count",
-        "stalls",
-        "abandoned_readers",
-        "last_error",
-    )
-    return {name: getattr(health, name) for name in fields if getattr(health, name, None) is not None}
+    """What a source reports of the fields stats has room for (a test's fake source may report none)."""
+    return {name: getattr(health, name, None) for name in SourceFigures.__dataclass_fields__}

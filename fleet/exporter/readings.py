@@ -1,9 +1,11 @@
 """The retained `status`, `stats` and `zones` payloads (docs/topics.md), checked and turned into values.
 
 Pure functions: no MQTT, no Prometheus. A payload the exporter cannot trust whole (not JSON, not
-an object, a field it reads of the wrong type) raises Malformed and is skipped: exporting half of
-it would mix a device's figures of two different moments. Fields the payload lacks are fine
-(a board without a temperature sensor, an agent with tracking off, an older agent).
+an object, a field of the wrong type) raises Malformed and is skipped: exporting half of it would
+mix a device's figures of two different moments. Fields the payload lacks are fine (a board
+without a temperature sensor, an agent with tracking off, an older agent). What `stats` holds and
+of which types is the message's own description (agent/transport/stats_schema.py), which the
+agent writes with and the fleet table reads with too.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from agent.transport import topics
-from fleet.exporter.schema import COUNT, FLAG, LATENCY_METRICS, NUMBER, STATS_FIELDS
+from agent.transport import stats_schema, topics
+from fleet.exporter.schema import STATS_FIELDS
 
 STATUSES: tuple[str, ...] = (topics.ONLINE.decode(), topics.OFFLINE.decode(), topics.STOPPED.decode())
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # stage and zone names (the agent's config holds zones to this)
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # zone names (the agent's config holds zones to this)
 _MAX_LABEL_CHARS = 128  # a model's label: any text, but bounded
-_LATENCY_KEYS = tuple(key for key, _, _ in LATENCY_METRICS)
 
 
 class Malformed(ValueError):
@@ -67,15 +68,23 @@ def parse_status(payload: bytes) -> str:
 
 
 def parse_stats(payload: bytes) -> StatsReading:
-    body = _object(payload)
+    parsed = stats_schema.parse(_object(payload))
+    if parsed.problems:
+        raise Malformed(parsed.problems[0])
+    stats = parsed.stats
+    assert stats.ts is not None  # required: a stats without it has a problem
     values: dict[str, float] = {}
     for spec in STATS_FIELDS:
-        value = _at(body, spec.path)
+        value = _at(stats, spec.path)
         if value is not None:
-            values[".".join(spec.path)] = _checked(value, spec.kind, ".".join(spec.path))
-    return StatsReading(
-        _ts(body), MappingProxyType(values), _latency(body.get("latency_ms")), _model(body.get("model"))
-    )
+            values[".".join(spec.path)] = float(value)  # type: ignore[arg-type]
+    latency = {stage: _figures(figures) for stage, figures in (stats.latency_ms or {}).items()}
+    return StatsReading(stats.ts, MappingProxyType(values), MappingProxyType(latency), _model(stats.model))
+
+
+def _figures(stage: stats_schema.StageLatency) -> Mapping[str, float]:
+    known = {"p50": stage.p50, "p95": stage.p95, "max": stage.max}
+    return MappingProxyType({key: value for key, value in known.items() if value is not None})
 
 
 def parse_zones(payload: bytes) -> ZonesReading:
@@ -92,7 +101,7 @@ def parse_zones(payload: bytes) -> ZonesReading:
         for label, count in labels.items():
             if not label or len(label) > _MAX_LABEL_CHARS:
                 raise Malformed(f"zones.{zone} has a label of {len(label)} characters")
-            _checked(count, COUNT, f"zones.{zone}.{label}")
+            _count(count, f"zones.{zone}.{label}")
         counts[zone] = MappingProxyType(dict(labels))
     return ZonesReading(_ts(body), MappingProxyType(counts))
 
@@ -116,14 +125,12 @@ def _ts(body: dict[str, Any]) -> float:
     return ts
 
 
-def _at(body: dict[str, Any], path: tuple[str, ...]) -> object:
-    value: object = body
-    for depth, key in enumerate(path):
-        if value is None:  # a section the payload lacks: the field is simply unknown
+def _at(value: object, path: tuple[str, ...]) -> object:
+    """The field at `path` of a typed stats value; None where the message does not say."""
+    for key in path:
+        if value is None:
             return None
-        if not isinstance(value, dict):
-            raise Malformed(f"{'.'.join(path[:depth])} is not an object")
-        value = value.get(key)
+        value = getattr(value, key)
     return value
 
 
@@ -139,46 +146,21 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _checked(value: object, kind: str, where: str) -> float:
-    if kind == FLAG and isinstance(value, bool):
-        return float(value)
+def _count(value: object, where: str) -> int:
     number = _finite(value)
-    if kind == COUNT and isinstance(value, int) and number is not None and number >= 0:
-        return number
-    if kind == NUMBER and number is not None:
-        return number
+    if isinstance(value, int) and not isinstance(value, bool) and number is not None and number >= 0:
+        return value
     if number is None and isinstance(value, int) and not isinstance(value, bool):
         raise Malformed(f"{where} is a {len(str(abs(value)))}-digit number, beyond what a float holds")
-    expected = {FLAG: "true or false", COUNT: "a whole number >= 0", NUMBER: "a number"}[kind]
-    raise Malformed(f"{where} is {_short(json.dumps(value))}, not {expected}")
+    raise Malformed(f"{where} is {_short(json.dumps(value))}, not a whole number >= 0")
 
 
-def _latency(value: object) -> Mapping[str, Mapping[str, float]]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, dict):
-        raise Malformed("latency_ms is not an object of stages")
-    stages: dict[str, Mapping[str, float]] = {}
-    for stage, figures in value.items():
-        if not _NAME_RE.fullmatch(stage) or not isinstance(figures, dict):
-            raise Malformed(f"latency_ms.{_shown(stage)} is not a stage's figures")
-        stages[stage] = MappingProxyType(
-            {
-                key: _checked(figures[key], NUMBER, f"latency_ms.{stage}.{key}")
-                for key in ("p50", "p95", "max")
-                if key in figures
-            }
-        )
-    return MappingProxyType(stages)
-
-
-def _model(value: object) -> ModelInfo | None:
-    if value is None:
+def _model(model: stats_schema.ModelIdentity | None) -> ModelInfo | None:
+    """Its texts become a label's values: each must be there and short."""
+    if model is None:
         return None
-    if not isinstance(value, dict):
-        raise Malformed("model is not an object")
-    texts = [value.get(key) for key in ("name", "precision", "sha256")]
-    if not all(isinstance(text, str) and 0 < len(text) <= _MAX_LABEL_CHARS for text in texts):
+    texts = (model.name, model.precision, model.sha256)
+    if not all(text is not None and 0 < len(text) <= _MAX_LABEL_CHARS for text in texts):
         raise Malformed("model's name, precision and sha256 are not all short texts")
     return ModelInfo(*texts)  # type: ignore[arg-type]
 

@@ -1,5 +1,8 @@
 """Which `stats` fields become which Prometheus metrics: one table, read by the parser and by the collector.
 
+The fields and their JSON types are the message's own (agent/transport/stats_schema.py); this says
+only what each becomes here.
+
 Names follow Prometheus' rules: the `yolo_edge_` prefix, base units (seconds, bytes, celsius) as the
 last word, `_total` on counters. A field is a counter only where the agent's figure only ever grows
 while it runs (frames processed since start, reconnects, drops); everything measured over the
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NUMBER, COUNT, FLAG = "number", "count", "flag"  # the JSON types a field must have: finite number, int >= 0, bool
 GAUGE, COUNTER = "gauge", "counter"
 MIB = 1024.0 * 1024.0  # rss_mb is /proc's VmRSS in kB / 1024
 
@@ -20,13 +22,12 @@ MIB = 1024.0 * 1024.0  # rss_mb is /proc's VmRSS in kB / 1024
 class StatsField:
     """One number of a `stats` payload and the series it becomes.
 
-    path: where it sits in the payload; kind: the JSON type it must have (else the message is
-    malformed); metric: the exposed name (counters end in _total); scale: to the base unit;
-    labels: constant labels that set it apart from the other fields of the same metric.
+    path: where it sits in the payload (a path of stats_schema.paths()); metric: the exposed name
+    (counters end in _total); scale: to the base unit; labels: constant labels that set it apart
+    from the other fields of the same metric.
     """
 
     path: tuple[str, ...]
-    kind: str
     metric: str
     type: str
     help: str
@@ -34,34 +35,32 @@ class StatsField:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-def _gauge(path: str, kind: str, metric: str, help_text: str, scale: float = 1.0) -> StatsField:
-    return StatsField(tuple(path.split(".")), kind, metric, GAUGE, help_text, scale)
+def _gauge(path: str, metric: str, help_text: str, scale: float = 1.0) -> StatsField:
+    return StatsField(tuple(path.split(".")), metric, GAUGE, help_text, scale)
 
 
 def _counter(path: str, metric: str, help_text: str, **labels: str) -> StatsField:
-    return StatsField(tuple(path.split(".")), COUNT, metric, COUNTER, help_text, labels=tuple(labels.items()))
+    return StatsField(tuple(path.split(".")), metric, COUNTER, help_text, labels=tuple(labels.items()))
 
 
 _DROPPED = "MQTT messages the agent dropped since it started, by reason (the outbox's own drops survive restarts)"
 
 STATS_FIELDS: tuple[StatsField, ...] = (
-    _gauge("fps", NUMBER, "yolo_edge_frames_per_second", "Frames the agent processed per second over the stats window"),
-    _gauge("window_s", NUMBER, "yolo_edge_stats_window_seconds", "Length of the window the last stats cover"),
-    _gauge("uptime_s", NUMBER, "yolo_edge_uptime_seconds", "Seconds since the agent started"),
-    _gauge("rss_mb", NUMBER, "yolo_edge_resident_memory_bytes", "Resident memory of the agent process", MIB),
-    _gauge("cpu_temp_c", NUMBER, "yolo_edge_cpu_temperature_celsius", "CPU temperature where the board reports it"),
-    _gauge("throttled", COUNT, "yolo_edge_throttled_flags", "vcgencmd get_throttled bits as reported (Raspberry Pi)"),
-    _gauge("tracks.active", COUNT, "yolo_edge_tracks_active", "Objects tracked now"),
-    _gauge(
-        "tracks.stationary", COUNT, "yolo_edge_tracks_stationary", "Tracked objects that have not moved for a while"
-    ),
-    _gauge("events.held", COUNT, "yolo_edge_events_held", "Events held in memory because the outbox refused them"),
-    _gauge("mqtt.connected", FLAG, "yolo_edge_mqtt_connected", "1 while the agent is connected to the broker"),
-    _gauge("mqtt.outbox_pending", COUNT, "yolo_edge_outbox_pending_messages", "QoS 1 messages not yet acknowledged"),
-    _gauge("mqtt.held_in_memory", COUNT, "yolo_edge_mqtt_held_in_memory_messages", "Messages only memory holds"),
-    _gauge("mqtt.outbox_writable", FLAG, "yolo_edge_outbox_writable", "1 while the outbox's disk takes writes"),
-    _gauge("mqtt.outbox_recovered", COUNT, "yolo_edge_outbox_recovered_files", "Corrupt outbox files set aside"),
-    _gauge("source.connected", FLAG, "yolo_edge_source_connected", "1 while the camera or stream delivers frames"),
+    _gauge("fps", "yolo_edge_frames_per_second", "Frames the agent processed per second over the stats window"),
+    _gauge("window_s", "yolo_edge_stats_window_seconds", "Length of the window the last stats cover"),
+    _gauge("uptime_s", "yolo_edge_uptime_seconds", "Seconds since the agent started"),
+    _gauge("rss_mb", "yolo_edge_resident_memory_bytes", "Resident memory of the agent process", MIB),
+    _gauge("cpu_temp_c", "yolo_edge_cpu_temperature_celsius", "CPU temperature where the board reports it"),
+    _gauge("throttled", "yolo_edge_throttled_flags", "vcgencmd get_throttled bits as reported (Raspberry Pi)"),
+    _gauge("tracks.active", "yolo_edge_tracks_active", "Objects tracked now"),
+    _gauge("tracks.stationary", "yolo_edge_tracks_stationary", "Tracked objects that have not moved for a while"),
+    _gauge("events.held", "yolo_edge_events_held", "Events held in memory because the outbox refused them"),
+    _gauge("mqtt.connected", "yolo_edge_mqtt_connected", "1 while the agent is connected to the broker"),
+    _gauge("mqtt.outbox_pending", "yolo_edge_outbox_pending_messages", "QoS 1 messages not yet acknowledged"),
+    _gauge("mqtt.held_in_memory", "yolo_edge_mqtt_held_in_memory_messages", "Messages only memory holds"),
+    _gauge("mqtt.outbox_writable", "yolo_edge_outbox_writable", "1 while the outbox's disk takes writes"),
+    _gauge("mqtt.outbox_recovered", "yolo_edge_outbox_recovered_files", "Corrupt outbox files set aside"),
+    _gauge("source.connected", "yolo_edge_source_connected", "1 while the camera or stream delivers frames"),
     _counter("frames.processed", "yolo_edge_frames_processed_total", "Frames processed since the agent started"),
     _counter("frames.dropped", "yolo_edge_frames_dropped_total", "Frames the source dropped since the agent started"),
     _counter("frames.stale", "yolo_edge_frames_stale_total", "Frames skipped as too old since the agent started"),

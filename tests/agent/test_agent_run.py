@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,10 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.transport import stats_schema
 from converter.metrics import box_iou_xyxy
+from fleet import view
+from fleet.exporter import readings
 from tests.agent.agent_process import (
     OBSERVER_PASSWORD,
     OBSERVER_USER,
@@ -286,6 +289,27 @@ def test_stats_payloads_periodic_final_and_retained(video_run: RecordedRun, mode
     assert all(b["mqtt"]["reconnects"] == 0 for b in bodies)
     kept = video_run.kept["stats"]
     assert kept.retain and json.loads(kept.payload) == bodies[-1], "the last stats stays retained"
+
+
+def test_the_fleet_table_and_the_exporter_read_the_stats_the_agent_sent_alike(video_run: RecordedRun) -> None:
+    """One description of `stats` (agent/transport/stats_schema.py) for the agent and both fleet readers: every
+    stats the agent sent reads whole and encodes back to its very bytes (so the description knows each field
+    it sent, in order), and the table and the exporter take the same figures from it."""
+    messages = video_run.observer.on("stats")
+    assert messages
+    for message in messages:
+        parsed = stats_schema.parse(json.loads(message.payload))
+        assert parsed.problems == ()
+        assert stats_schema.encode(parsed.stats) == message.payload
+        assert parsed.stats.mqtt is not None and parsed.stats.mqtt.outbox_recovered is not None, "MQTT's own figures"
+        table, exported = view.parse_stats(message.payload), readings.parse_stats(message.payload)
+        assert table is not None and exported.model is not None
+        values = exported.values
+        assert (table.ts, table.fps, table.cpu_temp_c) == (exported.ts, values["fps"], values.get("cpu_temp_c"))
+        assert table.outbox_pending == values["mqtt.outbox_pending"]
+        assert (table.model, table.precision, table.sha256) == astuple(exported.model)
+        assert table.inference_p50_ms == exported.latency_ms.get("inference", {}).get("p50")
+    assert any(view.parse_stats(m.payload).inference_p50_ms for m in messages), "some window saw frames"
 
 
 def test_status_online_then_stopped_retained(video_run: RecordedRun) -> None:

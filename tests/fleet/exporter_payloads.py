@@ -48,7 +48,7 @@ def stats_body(ts: float, window_s: float = 1.0, **changes: Any) -> dict[str, An
             "dropped_unsendable": 1,
             "dropped_qos0": 9,
             "inflight": 0,
-            "refused": 0,
+            "refused": False,
         },
         "source": {
             "kind": "file",

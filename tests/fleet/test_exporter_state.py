@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.runtime.messages import zones_payload
+from agent.transport import stats_schema
 from agent.transport.encoding import dumps
 from agent.transport.operator import Received
 from fleet.exporter.command import Listen, parse_listen
@@ -61,6 +62,13 @@ def test_stats_values_by_path() -> None:
     assert stats.values["frames.processed"] == 1200 and stats.values["mqtt.connected"] == 1.0
     assert stats.latency_ms["inference"] == {"p50": 41.23, "p95": 52.5, "max": 80.0}
     assert stats.model is not None and stats.model.sha256 == SHA
+
+
+def test_every_exported_field_is_a_number_of_the_stats_message() -> None:
+    """The exporter names fields by path; the message's own description (stats_schema) has every one of them."""
+    assert {spec.path for spec in STATS_FIELDS} <= set(stats_schema.paths())
+    values = parse_stats(stats_payload(NOW)).values
+    assert set(values) == {".".join(spec.path) for spec in STATS_FIELDS}, "a full stats fills every metric"
 
 
 def test_missing_sections_are_unknown_not_malformed() -> None:

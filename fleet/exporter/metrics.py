@@ -39,6 +39,7 @@ class FleetCollector(Collector):
         yield from _device_families(devices)
         yield from _stats_families([d for d in devices if d.stats is not None])
         yield from _zone_families([d for d in devices if d.zones is not None])
+        yield from _line_families([d for d in devices if d.lines is not None])
         messages = CounterMetricFamily(
             "yolo_edge_exporter_messages", "Messages the exporter read, per topic", labels=["topic"]
         )
@@ -137,3 +138,19 @@ def _zone_families(devices: list[DeviceSnapshot]) -> Iterator[Metric]:
             for label, count in labels.items():
                 objects.add_metric([device.device, zone, label], count)
     yield objects
+
+
+def _line_families(devices: list[DeviceSnapshot]) -> Iterator[Metric]:
+    # A counter that drops to 0 at the agent's daily reset: rate() and increase() read that as a reset.
+    crossings = CounterMetricFamily(
+        "yolo_edge_line_crossings",
+        "Objects that crossed the counting line in the direction since the last reset, per label",
+        labels=["device", "line", "direction", "label"],
+    )
+    for device in devices:
+        assert device.lines is not None
+        for line, directions in device.lines.counts.items():
+            for direction, labels in directions.items():
+                for label, count in labels.items():
+                    crossings.add_metric([device.device, line, direction, label], count)
+    yield crossings

@@ -1,4 +1,4 @@
-"""The retained `status`, `stats` and `zones` payloads (docs/topics.md), checked and turned into values.
+"""The retained `status`, `stats`, `zones` and `lines` payloads (docs/topics.md), checked and turned into values.
 
 Pure functions: no MQTT, no Prometheus. A payload the exporter cannot trust whole (not JSON, not
 an object, a field of the wrong type) raises Malformed and is skipped: exporting half of it would
@@ -22,7 +22,7 @@ from agent.transport import stats_schema, topics
 from fleet.exporter.schema import STATS_FIELDS
 
 STATUSES: tuple[str, ...] = (topics.ONLINE.decode(), topics.OFFLINE.decode(), topics.STOPPED.decode())
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # zone names (the agent's config holds zones to this)
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # zone and line names (the agent's config holds them to this)
 _MAX_LABEL_CHARS = 128  # a model's label: any text, but bounded
 
 
@@ -104,6 +104,42 @@ def parse_zones(payload: bytes) -> ZonesReading:
             _count(count, f"zones.{zone}.{label}")
         counts[zone] = MappingProxyType(dict(labels))
     return ZonesReading(_ts(body), MappingProxyType(counts))
+
+
+LINE_DIRECTIONS = ("in", "out")
+
+
+@dataclass(frozen=True)
+class LinesReading:
+    """One `lines` message: {line: {"in"|"out": {label: crossings since the last reset}}}."""
+
+    ts: float
+    counts: Mapping[str, Mapping[str, Mapping[str, int]]]
+
+
+def parse_lines(payload: bytes) -> LinesReading:
+    """The retained `lines`: every count a whole number >= 0 (one too big for a float is malformed too)."""
+    body = _object(payload)
+    lines = body.get("lines")
+    if not isinstance(lines, dict):
+        raise Malformed("lines is not an object of lines")
+    counts: dict[str, Mapping[str, Mapping[str, int]]] = {}
+    for line, directions in lines.items():
+        if not _NAME_RE.fullmatch(line):
+            raise Malformed(f"line name {_shown(line)} is not a line name")
+        if not isinstance(directions, dict) or not set(directions) <= set(LINE_DIRECTIONS):
+            raise Malformed(f"lines.{line} is not an object of in and out")
+        per_direction: dict[str, Mapping[str, int]] = {}
+        for direction, labels in directions.items():
+            if not isinstance(labels, dict):
+                raise Malformed(f"lines.{line}.{direction} is not an object of label counts")
+            for label, count in labels.items():
+                if not label or len(label) > _MAX_LABEL_CHARS:
+                    raise Malformed(f"lines.{line}.{direction} has a label of {len(label)} characters")
+                _count(count, f"lines.{line}.{direction}.{label}")
+            per_direction[direction] = MappingProxyType(dict(labels))
+        counts[line] = MappingProxyType(per_direction)
+    return LinesReading(_ts(body), MappingProxyType(counts))
 
 
 def _object(payload: bytes) -> dict[str, Any]:

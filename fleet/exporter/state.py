@@ -1,10 +1,10 @@
-"""The fleet as the exporter knows it: each device's latest status, stats and zones, and whether it is up.
+"""The fleet as the exporter knows it: each device's latest status, stats, zones and lines, and whether it is up.
 
 Messages come in on paho's thread, scrapes read on the HTTP server's: both go through one lock,
 and a scrape takes a snapshot, so metrics are computed from the latest state at scrape time.
 
 Times: a live message was seen when it arrived; a retained one was published before we
-subscribed, so for stats and zones their own `ts` is the best guess (never later than arrival),
+subscribed, so for stats, zones and lines their own `ts` is the best guess (never later than arrival),
 and a retained status tells nothing about when. A device is up while its status is not `offline`
 or `stopped` and it has been seen (stats, or a live `online`) within three stats intervals; the
 interval is the stats' own `window_s`, else the gap between its last two stats, else the agent's
@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from agent.config import DEVICE_ID_RE
 from agent.transport import topics
 from agent.transport.operator import Received
-from fleet.exporter.readings import Malformed, StatsReading, ZonesReading, parse_stats, parse_status, parse_zones
+from fleet.exporter.readings import (
+    LinesReading,
+    Malformed,
+    StatsReading,
+    ZonesReading,
+    parse_lines,
+    parse_stats,
+    parse_status,
+    parse_zones,
+)
 from fleet.printable import printable
 from fleet.view import split_topic
 
@@ -30,7 +39,7 @@ __all__ = ["TOPICS", "DeviceSnapshot", "FleetSnapshot", "FleetState"]
 
 log = logging.getLogger(__name__)
 
-TOPICS: tuple[str, ...] = (topics.STATUS, topics.STATS, topics.ZONES)
+TOPICS: tuple[str, ...] = (topics.STATUS, topics.STATS, topics.ZONES, topics.LINES)
 DEFAULT_INTERVAL_S = 10.0  # [stats] interval's default, for a device whose stats do not say
 INTERVALS_UNTIL_DOWN = 3
 MAX_COMPLAINTS = 1024
@@ -39,7 +48,7 @@ DOWN_STATUSES = frozenset({topics.OFFLINE.decode(), topics.STOPPED.decode()})
 
 @dataclass(frozen=True)
 class DeviceSnapshot:
-    """One device at scrape time. stats and zones are None while it is down: old figures are not current ones."""
+    """One device at scrape time. stats, zones and lines are None while it is down: old figures are not current ones."""
 
     device: str
     up: bool
@@ -48,12 +57,13 @@ class DeviceSnapshot:
     interval_s: float
     stats: StatsReading | None
     zones: ZonesReading | None
+    lines: LinesReading | None = None
 
 
 @dataclass(frozen=True)
 class FleetSnapshot:
     devices: tuple[DeviceSnapshot, ...]
-    messages: dict[str, int]  # per topic kind (status, stats, zones): messages read
+    messages: dict[str, int]  # per topic kind (status, stats, zones, lines): messages read
     malformed: dict[str, int]  # of those, skipped as malformed
     connected: bool
 
@@ -66,11 +76,12 @@ class _Device:
     stats_seen: float | None = None
     gap_s: float | None = None  # between the last two stats' ts
     zones: ZonesReading | None = None
+    lines: LinesReading | None = None
     last_seen: float | None = None
 
     @property
     def empty(self) -> bool:
-        return self.status is None and self.stats is None and self.zones is None
+        return self.status is None and self.stats is None and self.zones is None and self.lines is None
 
     def seen(self, at: float | None) -> None:
         if at is not None and (self.last_seen is None or at > self.last_seen):
@@ -90,7 +101,7 @@ class _Device:
 
 
 class FleetState:
-    """Feed it every message on `<prefix>/+/{status,stats,zones}` (handle), read it with snapshot()."""
+    """Feed it every message on `<prefix>/+/{status,stats,zones,lines}` (handle), read it with snapshot()."""
 
     def __init__(self, prefix: str, clock: Callable[[], float] = time.time) -> None:
         self.prefix = prefix
@@ -134,8 +145,10 @@ class FleetState:
                 device.status, device.online_seen = None, None
             elif kind == topics.STATS:
                 device.stats, device.stats_seen, device.gap_s = None, None, None
-            else:
+            elif kind == topics.ZONES:
                 device.zones = None
+            else:
+                device.lines = None
             return
         live = not message.retained
         if kind == topics.STATUS:
@@ -151,10 +164,14 @@ class FleetState:
                 device.stats = stats
             device.stats_seen = max(seen, device.stats_seen or seen)
             device.seen(seen)
-        else:
+        elif kind == topics.ZONES:
             zones = parse_zones(message.payload)
             device.zones = zones
             device.seen(message.at if live else min(message.at, zones.ts))
+        else:
+            lines = parse_lines(message.payload)
+            device.lines = lines
+            device.seen(message.at if live else min(message.at, lines.ts))
 
     def _skip(self, device_id: str, kind: str, error: Malformed) -> None:
         self._malformed[kind] += 1
@@ -183,6 +200,7 @@ class FleetState:
                         device.interval_s(),
                         device.stats if up else None,
                         device.zones if up else None,
+                        device.lines if up else None,
                     )
                 )
             return FleetSnapshot(tuple(devices), dict(self._messages), dict(self._malformed), self._connected)

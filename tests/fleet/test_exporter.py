@@ -1,6 +1,6 @@
 """`yolo-edge-fleet exporter` as a user runs it: a subprocess on a free port, a real Mosquitto, a real agent.
 
-Devices are the real agent and simulated ones: retained status, stats and zones published in the agent's
+Devices are the real agent and simulated ones: retained status, stats, zones and lines published in the agent's
 own format (tests/fleet/exporter_payloads.py, agent/runtime/messages.py). /metrics is scraped over HTTP
 and parsed with prometheus_client's parser. Every wait polls a condition with a timeout.
 """
@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.runtime.messages import zones_payload
+from agent.runtime.messages import lines_payload, zones_payload
 from agent.transport.encoding import dumps
 from fleet.cli import main
 from tests.agent.agent_process import ROOT, AgentProcess, Observer, agent_env, broker_args
@@ -143,15 +143,21 @@ def publish_full(devices: Devices, device: str) -> dict:
     devices.publish(device, "status", "online")
     devices.publish(device, "stats", dumps(body))
     devices.publish(device, "zones", zones_payload({"driveway": {"person": 2, "car": 0}, "door": {"person": 1}}, 1.0))
+    crossed = {"gate": {"in": {"person": 5, "car": 1}, "out": {"person": 4}}}
+    devices.publish(device, "lines", lines_payload(crossed, 1.0, 2.0, {"gate": [[0.0, 0.5], [1.0, 0.5]]}))
     return body
 
 
 def test_a_simulated_device_exports_what_it_published(setup: tuple[Broker, Exporter, Devices]) -> None:
     _, exporter, devices = setup
     body = publish_full(devices, "sim-full")
+    crossed = {"device": "sim-full", "line": "gate", "direction": "out", "label": "person"}
     samples = exporter.wait(
-        "sim-full's zones",
-        lambda s: get(s, "yolo_edge_zone_objects", device="sim-full", zone="door", label="person") == 1,
+        "sim-full's zones and lines",
+        lambda s: (
+            get(s, "yolo_edge_zone_objects", device="sim-full", zone="door", label="person") == 1
+            and get(s, "yolo_edge_line_crossings_total", **crossed) == 4
+        ),
     )
     expected = {
         ("yolo_edge_up", ()): 1.0,
@@ -174,6 +180,9 @@ def test_a_simulated_device_exports_what_it_published(setup: tuple[Broker, Expor
         ("yolo_edge_board_throttling", (("condition", "throttled"),)): 1.0,
         ("yolo_edge_zone_objects", (("label", "person"), ("zone", "driveway"))): 2.0,
         ("yolo_edge_zone_objects", (("label", "car"), ("zone", "driveway"))): 0.0,
+        ("yolo_edge_line_crossings_total", (("direction", "in"), ("label", "person"), ("line", "gate"))): 5.0,
+        ("yolo_edge_line_crossings_total", (("direction", "in"), ("label", "car"), ("line", "gate"))): 1.0,
+        ("yolo_edge_line_crossings_total", (("direction", "out"), ("label", "person"), ("line", "gate"))): 4.0,
         ("yolo_edge_model_info", (("name", "shapes"), ("precision", "int8"), ("sha256", SHA[:12]))): 1.0,
     }
     for (name, labels), value in expected.items():
@@ -235,6 +244,7 @@ def test_malformed_payloads_are_skipped_and_counted(setup: tuple[Broker, Exporte
         ("status", b"maybe"),
         ("zones", dumps({"ts": time.time(), "zones": {"door": {"person": "one"}}})),
         ("zones", b"{"),
+        ("lines", dumps({"ts": time.time(), "lines": {"gate": {"in": {"person": -1}}}})),
     ]
     for kind, payload in bad:
         devices.publish("sim-bad", kind, payload, retain=False)
@@ -242,7 +252,7 @@ def test_malformed_payloads_are_skipped_and_counted(setup: tuple[Broker, Exporte
     def malformed(samples: Samples) -> float:
         return sum(
             get(samples, "yolo_edge_exporter_malformed_messages_total", topic=t) or 0
-            for t in ("status", "stats", "zones")
+            for t in ("status", "stats", "zones", "lines")
         )
 
     counted = malformed(before)
@@ -254,6 +264,8 @@ def test_malformed_payloads_are_skipped_and_counted(setup: tuple[Broker, Exporte
     assert get(after, "yolo_edge_frames_per_second", device="sim-bad") == 7.94, "the last good stats still stand"
     assert get(after, "yolo_edge_device_status", device="sim-bad", status="online") == 1.0
     assert get(after, "yolo_edge_zone_objects", device="sim-bad", zone="door", label="person") == 1.0
+    gate = {"line": "gate", "direction": "in", "label": "person"}
+    assert get(after, "yolo_edge_line_crossings_total", device="sim-bad", **gate) == 5.0, "the last good lines stand"
     assert "skipped a malformed stats from sim-bad: not JSON" in exporter.stderr
 
 
@@ -268,11 +280,16 @@ def test_a_number_too_big_for_a_float_is_malformed_and_makes_no_device(
     devices.publish("sim-huge", "stats", dumps(stats_body(time.time(), frames={"processed": huge})), retain=False)
     devices.publish("sim-huge-new", "stats", dumps(stats_body(time.time(), frames={"processed": huge})))
     devices.publish("sim-huge-new", "zones", zones_payload({"door": {"person": huge}}, time.time()))
+    devices.publish("sim-huge-new", "lines", lines_payload({"gate": {"in": {"car": huge}, "out": {}}}, 1.0, 2.0, {}))
 
     def malformed(samples: Samples, topic: str) -> float:
         return get(samples, "yolo_edge_exporter_malformed_messages_total", topic=topic) or 0.0
 
-    expected = {"stats": malformed(before, "stats") + 2, "zones": malformed(before, "zones") + 1}
+    expected = {
+        "stats": malformed(before, "stats") + 2,
+        "zones": malformed(before, "zones") + 1,
+        "lines": malformed(before, "lines") + 1,
+    }
     after = exporter.wait(
         "the huge numbers counted as malformed", lambda s: all(malformed(s, t) >= n for t, n in expected.items())
     )
@@ -282,7 +299,7 @@ def test_a_number_too_big_for_a_float_is_malformed_and_makes_no_device(
     stderr = exporter.stderr
     assert "skipped a malformed stats from sim-huge-new: frames.processed is a 401-digit number" in stderr
     assert "Traceback" not in stderr and "OverflowError" not in stderr
-    for kind in ("stats", "zones"):
+    for kind in ("stats", "zones", "lines"):
         devices.publish("sim-huge-new", kind, b"")  # the next test's scrapes start clean
 
 
@@ -290,7 +307,7 @@ def test_a_device_whose_retained_messages_are_cleared_leaves_no_series(setup: tu
     _, exporter, devices = setup
     publish_full(devices, "sim-gone")
     exporter.wait("sim-gone up", is_up("sim-gone"))
-    for kind in ("status", "stats", "zones"):
+    for kind in ("status", "stats", "zones", "lines"):
         devices.publish("sim-gone", kind, b"")
     exporter.wait("sim-gone gone", lambda s: not any(("device", "sim-gone") in labels for _, labels in s))
 

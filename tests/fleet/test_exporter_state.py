@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.runtime.messages import zones_payload
+from agent.runtime.messages import lines_payload, zones_payload
 from agent.transport import stats_schema
 from agent.transport.encoding import dumps
 from agent.transport.operator import Received
 from fleet.exporter.command import Listen, parse_listen
 from fleet.exporter.metrics import FleetCollector
-from fleet.exporter.readings import Malformed, parse_stats, parse_status, parse_zones
+from fleet.exporter.readings import Malformed, parse_lines, parse_stats, parse_status, parse_zones
 from fleet.exporter.schema import LATENCY_METRICS, STATS_FIELDS
 from fleet.exporter.state import DEFAULT_INTERVAL_S, FleetState
 from tests.fleet.exporter_payloads import SHA, stats_body, stats_payload
@@ -302,3 +302,85 @@ def test_every_stats_field_in_base_units() -> None:
     assert throttling == {"under_voltage": 1.0, "throttled": 1.0, "frequency_capped": 0.0}
     info = [labels for name, labels in samples if name == "yolo_edge_model_info"]
     assert info == [(("device", "pi"), ("name", "shapes"), ("precision", "int8"), ("sha256", SHA[:12]))]
+
+
+# -- counting lines ---------------------------------------------------------------------------------
+
+DOOR = {"door": [[0.5, 0.0], [0.5, 1.0]]}
+
+
+def door_lines(inward: dict[str, int], outward: dict[str, int], ts: float = NOW) -> bytes:
+    """A retained `lines` as the agent builds it (agent/runtime/messages.py)."""
+    return lines_payload({"door": {"in": inward, "out": outward}}, NOW - 3600, ts, DOOR)
+
+
+def test_lines() -> None:
+    lines = parse_lines(door_lines({"person": 3, "dog": 0}, {}))
+    assert lines.ts == NOW and lines.counts == {"door": {"in": {"person": 3, "dog": 0}, "out": {}}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ts": NOW},
+        {"ts": NOW, "lines": []},
+        {"ts": NOW, "lines": {"door": {"in": {"person": "1"}}}},
+        {"ts": NOW, "lines": {"door": {"in": {"person": -1}}}},
+        {"ts": NOW, "lines": {"door": {"in": {"person": 1.5}}}},
+        {"ts": NOW, "lines": {"door": {"across": {"person": 1}}}},
+        {"ts": NOW, "lines": {"door": {"in": [1]}}},
+        {"ts": NOW, "lines": {"door": []}},
+        {"ts": NOW, "lines": {"a b": {"in": {}}}},
+        {"ts": NOW, "lines": {"door": {"in": {"": 1}}}},
+        {"lines": {"door": {"in": {}}}},
+        {"ts": NOW, "lines": {"door": {"in": {"person": 10**400}}}},
+    ],
+)
+def test_malformed_lines(body: dict) -> None:
+    with pytest.raises(Malformed):
+        parse_lines(json.dumps(body).encode())
+
+
+def test_line_crossings_per_device_line_direction_and_label() -> None:
+    state = FleetState("yolo-edge", Clock())
+    state.handle(message("pi", "status", "online"))
+    state.handle(message("pi", "stats", stats_payload(NOW)))
+    state.handle(message("pi", "lines", door_lines({"person": 3}, {"person": 1, "car": 2})))
+    samples = scrape(state)
+    crossings = {labels: count for (name, labels), count in samples.items() if name == "yolo_edge_line_crossings_total"}
+    assert crossings == {
+        (("device", "pi"), ("direction", "in"), ("label", "person"), ("line", "door")): 3.0,
+        (("device", "pi"), ("direction", "out"), ("label", "car"), ("line", "door")): 2.0,
+        (("device", "pi"), ("direction", "out"), ("label", "person"), ("line", "door")): 1.0,
+    }
+    state.handle(message("pi", "lines", door_lines({}, {})))  # the daily reset: nothing crossed yet today
+    assert not [name for name, _ in scrape(state) if name == "yolo_edge_line_crossings_total"]
+    state.handle(message("pi", "lines", door_lines({"person": 1}, {})))
+    state.handle(message("pi", "status", "stopped"))
+    assert (
+        value(scrape(state), "yolo_edge_line_crossings_total", device="pi", line="door", direction="in", label="person")
+        is None
+    ), "a down device's counts are not current"
+
+
+def test_malformed_lines_are_counted_and_a_cleared_lines_leaves_no_series(caplog: pytest.LogCaptureFixture) -> None:
+    state = FleetState("yolo-edge", Clock())
+    state.handle(message("pi", "status", "online"))
+    state.handle(message("pi", "stats", stats_payload(NOW)))
+    state.handle(message("pi", "lines", door_lines({"person": 2}, {})))
+    for payload in (
+        b"{",
+        dumps({"ts": NOW, "lines": {"door": {"in": {"person": "two"}}}}),
+        door_lines({"person": 10**400}, {}),
+    ):
+        state.handle(message("pi", "lines", payload))
+    state.handle(message("huge", "lines", door_lines({"person": 10**400}, {})))
+    samples = scrape(state)
+    assert value(samples, "yolo_edge_exporter_malformed_messages_total", topic="lines") == 4
+    assert value(samples, "yolo_edge_exporter_messages_total", topic="lines") == 5
+    where = {"device": "pi", "line": "door", "direction": "in", "label": "person"}
+    assert value(samples, "yolo_edge_line_crossings_total", **where) == 2, "the last good lines still stand"
+    assert value(samples, "yolo_edge_exporter_devices") == 1, "no device is made of malformed lines alone"
+    assert "skipped a malformed lines from huge: lines.door.in.person is a 401-digit number" in caplog.text
+    state.handle(message("pi", "lines", b""))
+    assert value(scrape(state), "yolo_edge_line_crossings_total", **where) is None

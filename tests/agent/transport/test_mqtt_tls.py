@@ -11,8 +11,10 @@ import json
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,8 @@ import pytest
 
 from agent.transport.connection import MqttSettings, probe_broker
 from agent.transport.mqtt import MqttPublisher
-from agent.transport.outbox import Outbox
 from agent.transport.operator import MqttSession
+from agent.transport.outbox import Outbox
 from tests.agent.agent_process import agent_env, broker_args, run_agent
 from tests.agent.transport.test_mqtt import EVENTS, PREFIX, STATS, Observer, broker_log_count, seqs, wait_until
 from tests.broker import Broker, free_port
@@ -100,8 +102,25 @@ def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[TlsBroker]:
     files = f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
     extra = f"listener {tls_port} 127.0.0.1\n{files}listener {mutual_port} 127.0.0.1\n{files}require_certificate true\n"
     broker = Broker(tmp_path, extra_config=extra).start()
-    yield TlsBroker(broker, tls_port, mutual_port)
-    broker.stop()
+    try:
+        # start() waits for the plain listener alone; Mosquitto opens the others after it.
+        for port in (tls_port, mutual_port):
+            wait_listening(broker, port)
+        yield TlsBroker(broker, tls_port, mutual_port)
+    finally:
+        broker.stop()
+
+
+def wait_listening(broker: Broker, port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((broker.host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Mosquitto did not listen on {port} within {timeout_s:g} s") from None
+            time.sleep(0.02)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from agent.pipeline.results import FrameResult
+from agent.scene.lines import LineCrossing
 from agent.scene.objects import ObjectEvent
 from agent.scene.presence import PresenceEvent
 from agent.transport import stats_schema
@@ -96,6 +97,41 @@ def object_payload(event: ObjectEvent, seq: int) -> bytes:
             "end_ts": event.end_ts,
             "ts": round(event.ts, 3),
             "frame": event.frame,
+            "dwell_s": dict(event.dwell_s),
+        }
+    )
+
+
+def cross_payload(crossing: LineCrossing, seq: int) -> bytes:
+    """One `cross` message of the `objects` topic: a tracked object crossed a counting line."""
+    return dumps(
+        {
+            "seq": seq,
+            "type": "cross",
+            "id": crossing.id,
+            "label": crossing.label,
+            "line": crossing.line,
+            "direction": crossing.direction,
+            "ts": round(crossing.ts, 3),
+            "frame": crossing.frame,
+        }
+    )
+
+
+def lines_payload(
+    counts: Mapping[str, Mapping[str, Mapping[str, int]]],
+    since: float,
+    ts: float,
+    points: Mapping[str, Sequence[Sequence[float]]],
+) -> bytes:
+    """Retained `lines`: every configured line's crossings per direction and label since `since` (the last
+    reset); points: each line's two points (normalized), so a dashboard can draw it."""
+    return dumps(
+        {
+            "ts": round(ts, 3),
+            "since": round(since, 3),
+            "lines": {line: {d: dict(per) for d, per in directions.items()} for line, directions in counts.items()},
+            "points": {line: [list(point) for point in two] for line, two in points.items()},
         }
     )
 
@@ -104,12 +140,16 @@ def zones_payload(
     counts: Mapping[str, Mapping[str, int]],
     ts: float,
     polygons: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    dwell: Mapping[str, Mapping[str, float]] | None = None,
 ) -> bytes:
     """Retained `zones`: every configured zone with its count per label, zeros included.
 
     polygons: each zone's outline (normalized), so a dashboard can draw the zones over the snapshot.
+    dwell: zone -> label -> the longest dwell (s) among the objects in it now.
     """
     body: dict[str, object] = {"ts": round(ts, 3), "zones": {zone: dict(labels) for zone, labels in counts.items()}}
+    if dwell is not None:
+        body["dwell_s"] = {zone: dict(labels) for zone, labels in dwell.items()}
     if polygons:
         body["polygons"] = {zone: [list(point) for point in points] for zone, points in polygons.items()}
     return dumps(body)

@@ -30,6 +30,9 @@ DEMO_CONFIG = """\
 [zones.right_half]
 polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
 inertia = 2
+
+[lines.middle]
+points = [[0.5, 1.0], [0.5, 0.0]]  # drawn upwards: moving right, into right_half, is `in`
 """
 
 
@@ -58,6 +61,13 @@ def short(topic: str, payload: bytes) -> str:
         if "detected" in frames:
             gated = f", detector on {frames['detected']} (motion skipped {frames['motion_skipped']})"
         return f"{topic:<32} fps {body['fps']}, processed {frames['processed']}{gated}, rss {body['rss_mb']} MB"
+    if topic.endswith("/objects") and body.get("type") == "cross":
+        return f"{topic:<32} cross  {body['label']} #{body['id'][-6:]} crossed {body['line']} ({body['direction']})"
+    if topic.endswith("/lines"):
+        counts = "; ".join(
+            f"{line} in {sum(d['in'].values())} out {sum(d['out'].values())}" for line, d in body["lines"].items()
+        )
+        return f"{topic:<32} {counts}"
     if topic.endswith("/objects"):
         zones = f" in {','.join(body['zones'])}" if body["zones"] else ""
         entered = f" (entered {','.join(body['entered_zones'])})" if body["entered_zones"] else ""
@@ -118,7 +128,8 @@ def main() -> int:
     if not ready.wait(10):
         print(f"cannot subscribe at {host}:{port}", file=sys.stderr)
         return 1
-    # One zone, the right half of the frame: `objects` say who entered it, `zones` counts it.
+    # One zone, the right half of the frame: `objects` say who entered it, `zones` counts it; one line
+    # down the middle counts who crossed it, each way.
     config = args.out / "agent.toml"
     config.write_text(DEMO_CONFIG)
     try:

@@ -71,7 +71,9 @@ def short(topic: str, payload: bytes) -> str:
     if topic.endswith("/objects"):
         zones = f" in {','.join(body['zones'])}" if body["zones"] else ""
         entered = f" (entered {','.join(body['entered_zones'])})" if body["entered_zones"] else ""
-        return f"{topic:<32} {body['type']:<6} {body['label']} #{body['id'][-6:]} {body['score']:.2f}{zones}{entered}"
+        dwell = "".join(f", {seconds:.1f} s in {zone}" for zone, seconds in body.get("dwell_s", {}).items())
+        label = f"{body['label']} #{body['id'][-6:]} {body['score']:.2f}"
+        return f"{topic:<32} {body['type']:<6} {label}{zones}{entered}{dwell}"
     return f"{topic:<32} {text}"
 
 

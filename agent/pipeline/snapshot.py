@@ -1,11 +1,14 @@
 """Snapshots: the frame, scaled down to a width cap, with its boxes and labels drawn, as JPEG bytes.
 
 Scaling comes first: drawing on the small copy is cheaper and leaves the source frame untouched.
-At 640 px wide this costs a few milliseconds, once per presence start or request.
+At 640 px wide this costs a few milliseconds, once per presence start or request. The same scaled
+frame is also encoded before anything is drawn on it: a page that draws its own live boxes over the
+picture (the dashboard) needs one without the boxes of an older moment in it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,8 +78,7 @@ def draw_detections(
     scale: float,
     track_ids: Sequence[str | None] = (),
 ) -> None:
-    """Draw boxes and `label confidence` tags (with the track id when known) in place; boxes_xyxy are source
-    pixels, `scale` maps them to image."""
+    """Draw boxes and their `box_tag`s in place; boxes_xyxy are source pixels, `scale` maps them to image."""
     height, width = image_bgr.shape[:2]
     thickness = max(1, round(width / 400))
     font_scale = max(0.4, width / 1600)
@@ -89,9 +91,7 @@ def draw_detections(
         x1, x2 = int(np.clip(x1, 0, width - 1)), int(np.clip(x2, 0, width - 1))
         y1, y2 = int(np.clip(y1, 0, height - 1)), int(np.clip(y2, 0, height - 1))
         cv2.rectangle(image_bgr, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        tag = f"{names.get(int(class_id), str(int(class_id)))} {float(score):.2f}"
-        if track_id is not None:
-            tag += f" #{_short_id(track_id)}"
+        tag = box_tag(names.get(int(class_id), str(int(class_id))), float(score), track_id)
         (text_w, text_h), baseline = cv2.getTextSize(tag, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         # Above the box when there is room, else inside its top edge.
         top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
@@ -108,24 +108,41 @@ def draw_detections(
         )
 
 
-def _short_id(track_id: str) -> str:
-    """The end of a track id: unique enough to tell the objects of one picture apart."""
-    return track_id[-6:]
+def box_tag(label: str, score: float, track_id: str | None = None) -> str:
+    """`circle 96% #abc123`: the label, the score in percent and the end of the track id (unique enough to
+    tell the objects of one picture apart). The dashboard's page writes the same (fleet/dashboard/js/format.js
+    boxTag): the percent of the score as `detections` carries it (4 decimals), halves rounded up, in the
+    same double arithmetic as JavaScript's, so a box reads the same in a snapshot and on the page."""
+    percent = math.floor(round(float(score), 4) * 100 + 0.5)
+    return f"{label} {percent}% #{track_id[-6:]}" if track_id else f"{label} {percent}%"
 
 
-def snapshot_jpeg(
+@dataclass(frozen=True)
+class SnapshotJpegs:
+    """One frame as JPEG bytes twice: `drawn` with zones, boxes and tags; `clean` with nothing drawn."""
+
+    drawn: bytes
+    clean: bytes
+
+
+def _jpeg(image_bgr: np.ndarray, quality: int) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # cv2 only fails here on an image it cannot hold, which is a bug upstream
+        raise RuntimeError(f"cv2.imencode failed for a {image_bgr.shape} snapshot")
+    return encoded.tobytes()
+
+
+def snapshot_jpegs(
     image_bgr: np.ndarray,
     detections: Detections,
     names: Mapping[int, str],
     settings: SnapshotSettings,
     track_ids: Sequence[str | None] = (),
     zones: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
-) -> bytes:
-    """JPEG bytes of `image_bgr` ((H, W, 3) uint8) scaled to at most settings.width, zones and detections drawn."""
+) -> SnapshotJpegs:
+    """`image_bgr` ((H, W, 3) uint8) scaled once to at most settings.width, encoded clean and then drawn on."""
     canvas, scale = scaled_to_width(image_bgr, settings.width)
+    clean = _jpeg(canvas, settings.quality)
     draw_zones(canvas, zones)
     draw_detections(canvas, detections, names, scale, track_ids)
-    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, settings.quality])
-    if not ok:  # cv2 only fails here on an image it cannot hold, which is a bug upstream
-        raise RuntimeError(f"cv2.imencode failed for a {canvas.shape} snapshot")
-    return encoded.tobytes()
+    return SnapshotJpegs(_jpeg(canvas, settings.quality), clean)

@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.pipeline.detections import Detections
 from agent.pipeline.results import FrameResult
-from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpeg
+from agent.pipeline.snapshot import SnapshotSettings, snapshot_jpegs
 from agent.pipeline.stats import FrameCounters
 from agent.runtime.line_store import LineStore
 from agent.runtime.messages import (
@@ -159,10 +159,13 @@ class Reporter:
         assert self.settings.snapshot is not None and self._shown is not None
         shown = self._shown
         outlines = [(zone.name, zone.polygon) for zone in scene.zones.zones]
-        jpeg = snapshot_jpeg(
+        jpegs = snapshot_jpegs(
             shown.image, shown.detections, dict(shown.names), self.settings.snapshot, shown.track_ids, outlines
         )
-        self.publisher.publish(topics.SNAPSHOT, jpeg, qos=0, retain=True)
+        # The drawn one is the picture of the moment (Home Assistant's image); the clean one is the
+        # background a page draws its own live boxes on, so no box of this moment stays under them.
+        self.publisher.publish(topics.SNAPSHOT, jpegs.drawn, qos=0, retain=True)
+        self.publisher.publish(topics.SNAPSHOT_CLEAN, jpegs.clean, qos=0, retain=True)
         self._snapshot_wanted = False
 
     # -- stats ------------------------------------------------------------------------------------

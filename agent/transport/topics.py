@@ -19,6 +19,7 @@ LINES = "lines"  # per-line crossing counts by direction and label, retained
 PRESENCE = "presence"  # the open presences, retained
 STATS = "stats"  # retained
 SNAPSHOT = "snapshot"  # JPEG, retained
+SNAPSHOT_CLEAN = "snapshot/clean"  # the same frame as SNAPSHOT with nothing drawn, JPEG, retained
 SETTINGS = "settings"  # the runtime settings in force, retained
 SET_RESULT = "set/result"
 DEPLOY_STATE = "deploy/state"
@@ -45,6 +46,7 @@ PUBLISHED: tuple[str, ...] = (
     PRESENCE,
     STATS,
     SNAPSHOT,
+    SNAPSHOT_CLEAN,
     SETTINGS,
     SET_RESULT,
     DEPLOY_STATE,

@@ -1,8 +1,9 @@
 """The dashboard in headless Chromium against a real Mosquitto (with a WebSocket listener) and a real agent.
 
 One agent loops the sample video for the whole module, the page is opened once, and the tests run in
-order on it: the fleet row, the device view, a `set` from the form and a rejected one, a broker restart,
-and last the agent's clean stop. Every wait is on a condition with a timeout. The fleet and device views
+order on it: the fleet row, the device view, the counting line and a crossing, a `set` from the form and
+a rejected one, a broker restart, the agent's clean stop, and last a device of an older agent (a drawn
+snapshot only). Every wait is on a condition with a timeout. The fleet and device views
 are saved as dashboard-fleet.png and dashboard-device.png in the test's folder, or in docs/img (the
 README's pictures) with YOLO_EDGE_SCREENSHOTS=1, so that a test run leaves the checkout as it was.
 """
@@ -18,8 +19,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from agent.pipeline.detections import Detections
+from agent.pipeline.snapshot import SnapshotSettings, box_tag, snapshot_jpegs
 from fleet.dashboard_server import DashboardServer, PageConfig
 from tests.agent.agent_process import PREFIX, AgentProcess, Observer, agent_env, broker_args
 from tests.broker import Broker
@@ -41,6 +45,13 @@ ZONE = """
 polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
 inertia = 2
 """
+# Drawn upwards, so its right (`in`) is the image's right: the sample video's square walks through it left
+# to right once per loop (its bottom centre from x 0.40 to 0.54 at y about 0.6), the other shapes never.
+LINE = """
+[lines.gate]
+points = [[0.44, 0.85], [0.44, 0.45]]
+"""
+CROSSING_MS = 30_000  # one loop of the video at 8 fps is 11 s: a crossing comes within two
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ def stack(
     workdir = tmp_path_factory.mktemp("dashboard")
     broker = Broker(workdir, websockets=True).start()
     config = workdir / "agent.toml"
-    config.write_text(ZONE)
+    config.write_text(ZONE + LINE)
     args = ["run", "--config", str(config), "--source", str(sample_video[0]), "--loop", "--model", str(fixture_onnx)]
     env = agent_env(workdir / "state", source_fps=8, stats_interval=1)
     server = DashboardServer("127.0.0.1", 0, PageConfig(broker.ws_url, PREFIX)).start()
@@ -119,7 +130,8 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
 
     page.click(f'tr[data-device="{DEVICE}"] button')
     expect(page.locator("#device")).to_have_attribute("data-device", DEVICE)
-    expect(page.locator("#frame")).to_have_attribute("data-snapshot", "loaded", timeout=WAIT_MS)
+    # The agent's frame with nothing drawn on it: the page's boxes are the only ones (see docs/fleet.md).
+    expect(page.locator("#frame")).to_have_attribute("data-snapshot", "clean", timeout=WAIT_MS)
     # Boxes drawn now (the detections of the last 1.5 s), and a chart of at least two stats. (Conditions
     # are Playwright's expect: the page's Content-Security-Policy forbids the eval wait_for_function needs.)
     expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
@@ -127,6 +139,7 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
     expect(page.locator("#objects-log li").first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator('#zones tr[data-zone="right_half"]')).to_have_count(1, timeout=WAIT_MS)
     expect(page.locator("#frame")).to_have_attribute("data-zones", "1")  # its outline, from the retained zones
+    expect(page.locator("#frame")).to_have_attribute("data-lines", "1", timeout=WAIT_MS)  # from the retained lines
     expect(page.locator('#settings-form input[name="confidence"]')).to_have_value("0.25", timeout=WAIT_MS)
     # The canvas holds a picture, not one flat colour.
     distinct = page.evaluate(
@@ -139,6 +152,9 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
         }"""
     )
     assert distinct > 10, distinct
+    # A fresh frame on request, so the screenshot's boxes sit on the shapes in the picture.
+    page.click("#snapshot-now")
+    expect(page.locator("#frame-caption")).to_contain_text("snapshot received", timeout=WAIT_MS)
     expect(page.locator("#frame")).to_have_attribute("data-boxes", COUNT, timeout=WAIT_MS)
     page.screenshot(path=str((SCREENSHOTS or stack.workdir) / "dashboard-device.png"), full_page=True)
     # A phone-width window: everything fits its width (the fleet table scrolls inside its card).
@@ -154,6 +170,42 @@ def test_opening_the_device_shows_the_snapshot_with_the_live_boxes_chart_and_log
         page.screenshot(path=str(stack.workdir / "phone.png"), full_page=True)
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def drawn_tags(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return json.loads(page.locator("#frame").get_attribute("data-tags") or "[]")
+
+
+def test_the_line_its_counts_and_a_crossing_are_shown_and_each_box_is_drawn_once_as_the_agent_tags_it(
+    page,  # type: ignore[no-untyped-def]
+    stack: Stack,
+) -> None:
+    from playwright.sync_api import expect
+
+    crossing = page.locator('#objects-log li[data-type="cross"]').first
+    expect(crossing).to_have_text(re.compile(r" square #\S{1,6} crossed gate \(in\)$"), timeout=CROSSING_MS)
+    counts = page.locator('#lines tr[data-line="gate"]')
+    expect(counts.locator('[data-direction="in"]')).to_have_text(re.compile(r"^in [1-9][0-9]*$"), timeout=WAIT_MS)
+    expect(counts.locator('[data-direction="out"]')).to_have_text(re.compile(r"^out [0-9]+$"))
+    # One drawing per box, over the clean frame, tagged as the agent's snapshots tag it: every tag the page
+    # drew is box_tag() of a detection the agent sent. (Both read the same messages; the observer may have
+    # missed the one the page drew last, so the page's next drawing is waited for.)
+    expect(page.locator("#frame")).to_have_attribute("data-snapshot", "clean")
+    with closing(Observer(stack.broker.host, stack.broker.port, DEVICE, names=("detections",))) as observer:
+        observer.wait_count("detections", 1, WAIT_MS / 1000)
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:
+            sent = {
+                box_tag(d["label"], d["confidence"], d["track_id"])
+                for m in list(observer.on("detections"))
+                for d in m.json()["detections"]
+            }
+            tags = drawn_tags(page)
+            if (tags and set(tags) <= sent) or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(100)
+    assert tags and set(tags) <= sent, (tags, sorted(sent)[:10])
+    assert len(tags) == int(page.locator("#frame").get_attribute("data-boxes") or 0), tags
 
 
 def retained_settings(broker: Broker) -> Observer:
@@ -219,4 +271,27 @@ def test_stopping_the_agent_turns_its_row_to_stopped(page, stack: Stack) -> None
     expect(row(page, "status")).to_have_text("stopped", timeout=WAIT_MS)
     expect(page.locator(f'tr[data-device="{DEVICE}"]')).to_have_class(re.compile(r"\bquiet\b"))
     expect(page.locator("#device-status")).to_have_text("stopped")
+    assert page.errors == [], "\n".join(page.errors)  # type: ignore[attr-defined]
+
+
+def test_a_device_with_only_a_drawn_snapshot_shows_it_and_draws_no_second_box(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """An agent from before snapshot/clean: its picture has the boxes of its moment burned in, so the page
+    draws no live box over it (one drawing per object), and says why."""
+    from playwright.sync_api import expect
+
+    old = "old-pi"
+    image = np.full((240, 320, 3), 90, np.uint8)
+    found = Detections(np.array([[40.0, 40.0, 120.0, 120.0]]), np.array([0.9]), np.array([0]))
+    jpeg = snapshot_jpegs(image, found, {0: "circle"}, SnapshotSettings()).drawn
+    detection = {"label": "circle", "class_id": 0, "confidence": 0.9, "box": [0.1, 0.2, 0.3, 0.4], "track_id": "t-1"}
+    with closing(Observer(stack.broker.host, stack.broker.port, old, names=("status",))) as device:
+        device.client.publish(f"{PREFIX}/{old}/status", "online", qos=1, retain=True).wait_for_publish(5)
+        device.client.publish(f"{PREFIX}/{old}/snapshot", jpeg, qos=1, retain=True).wait_for_publish(5)
+        page.click(f'tr[data-device="{old}"] button')
+        expect(page.locator("#frame")).to_have_attribute("data-snapshot", "drawn", timeout=WAIT_MS)
+        expect(page.locator("#frame-caption")).to_contain_text("drawn by the agent")
+        body = {"frame": 1, "ts": time.time(), "source": {"width": 320, "height": 240}, "detections": [detection]}
+        device.client.publish(f"{PREFIX}/{old}/detections", json.dumps(body), qos=1).wait_for_publish(5)
+        expect(page.locator("#frame")).to_have_attribute("data-detections", "1", timeout=WAIT_MS)
+        expect(page.locator("#frame")).to_have_attribute("data-boxes", "0")
     assert page.errors == [], "\n".join(page.errors)  # type: ignore[attr-defined]

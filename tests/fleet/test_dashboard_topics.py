@@ -18,7 +18,7 @@ APP = Path(__file__).resolve().parents[2] / "fleet" / "dashboard" / "js" / "app.
 STRING = re.compile(r'"([^"]*)"')
 # What the page shows: the fleet table (status, stats) and the open device's views.
 SHOWN = {topics.STATUS, topics.STATS, topics.DETECTIONS, topics.SNAPSHOT, topics.OBJECTS, topics.EVENTS}
-SHOWN |= {topics.ZONES, topics.SETTINGS, topics.SET_RESULT}
+SHOWN |= {topics.SNAPSHOT_CLEAN, topics.ZONES, topics.LINES, topics.SETTINGS, topics.SET_RESULT}
 
 
 def found(pattern: str, text: str) -> list[str]:

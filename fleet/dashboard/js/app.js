@@ -1,9 +1,9 @@
 // The dashboard: a fleet table from every device's retained status and stats, and one device opened
-// at a time, whose heavy topics (detections, snapshot) are subscribed to only while it is open.
+// at a time, whose heavy topics (detections, snapshots) are subscribed to only while it is open.
 import { Broker } from "./broker.js";
 import { LatencyChart } from "./chart.js";
 import { FleetTable } from "./fleet.js";
-import { clock, el, parseJson, text } from "./format.js";
+import { clock, el, parseJson, shortId, text } from "./format.js";
 import { FrameView } from "./frame.js";
 import { SettingsForm } from "./settings.js";
 
@@ -11,7 +11,9 @@ const $ = (id) => document.getElementById(id);
 const LOG_LINES = 200;
 const CREDENTIALS_KEY = "yolo-edge-dashboard-login"; // sessionStorage, only when the box is ticked
 // What an open device adds to the fleet's subscriptions (topics from agent/transport/topics.py).
-const DEVICE_TOPICS = ["detections", "snapshot", "objects", "events", "zones", "settings", "set/result"];
+const DEVICE_TOPICS = [
+  "detections", "snapshot", "snapshot/clean", "objects", "events", "zones", "lines", "settings", "set/result",
+];
 
 const broker = new Broker();
 let prefix = "yolo-edge";
@@ -95,14 +97,15 @@ broker.onMessage((topic, payload, retained) => {
     return;
   }
   if (id !== open) return; // a device's own topics arrive only while it is open; late ones after a close are dropped
-  if (kind === "snapshot") {
-    if (payload.length) frame.snapshot(payload);
+  if (kind === "snapshot" || kind === "snapshot/clean") {
+    if (payload.length) frame.snapshot(payload, kind === "snapshot" ? "drawn" : "clean");
     return;
   }
   const body = parseJson(payload);
   if (!body) return;
   if (kind === "detections") frame.detectionsMessage(body);
   else if (kind === "zones") showZones(body);
+  else if (kind === "lines") showLines(body);
   else if (kind === "settings") settings.inForce(body);
   else if (kind === "set/result" && !retained) settings.answer(body);
   else if (kind === "objects") logObject(body);
@@ -135,6 +138,7 @@ function openDevice(id) {
   $("objects-log").replaceChildren();
   $("events-log").replaceChildren();
   showZones(null);
+  showLines(null);
   showStatus();
   chart.show(fleet.device(id).history);
   broker.subscribe(deviceFilters(id));
@@ -173,10 +177,36 @@ function showZones(body) {
   frame.zones(body);
 }
 
+// Per line: "in N" and "out M" (every label), each label's share in the cell's title.
+function showLines(body) {
+  const tbody = $("lines").tBodies[0];
+  const lines = body && body.lines && typeof body.lines === "object" ? body.lines : {};
+  const cell = (direction, perLabel) => {
+    const entries = Object.entries(perLabel && typeof perLabel === "object" ? perLabel : {});
+    const total = entries.reduce((sum, [, n]) => sum + (typeof n === "number" ? n : 0), 0);
+    const title = entries.map(([label, n]) => `${n} ${label}`).join(", ");
+    return el("td", { "data-direction": direction, title: title || "none" }, `${direction} ${total}`);
+  };
+  tbody.replaceChildren(
+    ...Object.entries(lines).map(([name, counts]) =>
+      el("tr", { "data-line": name }, el("th", {}, name), cell("in", counts && counts.in), cell("out", counts && counts.out)),
+    ),
+  );
+  const since = body && typeof body.since === "number" ? new Date(body.since * 1000) : null;
+  $("lines-since").textContent = since && Object.keys(lines).length ? `since ${since.toLocaleString([], { hour12: false })}` : "";
+  $("lines-empty").hidden = Object.keys(lines).length > 0;
+  frame.lines(body);
+}
+
 function logObject(o) {
+  if (o.type === "cross") {
+    const line = `${clock(o.ts)} ${o.label} #${shortId(o.id)} crossed ${o.line} (${o.direction})`;
+    logLine($("objects-log"), line, { "data-type": "cross" });
+    return;
+  }
   const where = (o.zones || []).length ? ` in ${o.zones.join(", ")}` : "";
   const still = o.stationary ? ", stationary" : "";
-  const line = `${clock(o.ts)} ${o.type} ${o.label} #${String(o.id).slice(-6)} ${Math.round((o.score || 0) * 100)}%${where}${still}`;
+  const line = `${clock(o.ts)} ${o.type} ${o.label} #${shortId(o.id)} ${Math.round((o.score || 0) * 100)}%${where}${still}`;
   logLine($("objects-log"), line, { "data-type": String(o.type) });
 }
 

@@ -15,6 +15,19 @@ export function age(seconds) {
   return `${Math.floor(s / 86400)}d`;
 }
 
+// The end of an object's id: enough to tell the objects of one picture or log apart.
+export function shortId(id) {
+  return String(id).slice(-6);
+}
+
+// A box's tag, as the agent's snapshots write it (agent/pipeline/snapshot.py box_tag): "circle 96% #abc123".
+// The same arithmetic on the same double (the 4-decimal confidence of `detections`), halves rounded up.
+export function boxTag(label, confidence, trackId) {
+  const score = typeof confidence === "number" && Number.isFinite(confidence) ? confidence : 0;
+  const tag = `${label} ${Math.floor(score * 100 + 0.5)}%`;
+  return trackId ? `${tag} #${shortId(trackId)}` : tag;
+}
+
 export function clock(ts) {
   return new Date(ts * 1000).toLocaleTimeString([], { hour12: false });
 }

@@ -1,50 +1,59 @@
-// The latest snapshot of the open device with its live detections drawn over it on a canvas.
+// The latest snapshot of the open device with its live layers drawn over it on a canvas: zone outlines
+// (the retained `zones`' `polygons`), counting lines with their counts (the retained `lines`) and the
+// boxes of the newest `detections`, which fade out once none came for BOX_TTL_MS (the agent sends
+// nothing for empty frames).
 //
-// The snapshot (a retained JPEG) is the background; each `detections` message replaces the boxes,
-// which fade out once no detection came for BOX_TTL_MS (the agent sends nothing for empty frames).
-// Zone outlines come from the retained `zones` message's `polygons`.
+// One drawing per object: the background is the agent's `snapshot/clean`, the snapshot's frame with
+// nothing drawn on it, so every box on the canvas is the page's own. An older agent sends the drawn
+// `snapshot` alone, whose boxes and zones belong to its moment: it is shown as it is, with no boxes or
+// zones of the page over it (docs/fleet.md).
+import { drawBoxes, drawLines, drawZones } from "./layers.js";
 
 const BOX_TTL_MS = 1500;
-const PALETTE = ["#e15759", "#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7"];
-
-function colourOf(label) {
-  let hash = 0;
-  for (const ch of String(label)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
-}
 
 export class FrameView {
   constructor(canvas, caption) {
     this.canvas = canvas;
     this.caption = caption;
-    this.image = null;
-    this.imageUrl = null;
-    this.detections = [];
-    this.detectionsAt = 0;
-    this.polygons = {};
     this.timer = null;
+    this.reset();
   }
 
   reset() {
     if (this.imageUrl) URL.revokeObjectURL(this.imageUrl);
     this.image = null;
     this.imageUrl = null;
+    this.kind = "none"; // of the picture shown: "clean" or "drawn"
+    this.cleanSeen = false; // from then on a drawn snapshot is not wanted, even while the clean one loads
+    this.loads = 0;
     this.detections = [];
+    this.detectionsAt = 0;
     this.polygons = {};
-    this.canvas.dataset.snapshot = "none";
+    this.linePoints = {};
+    this.lineCounts = {};
+    this.canvas.dataset.detections = "0";
     this.caption.textContent = "waiting for a snapshot";
     this.draw();
   }
 
-  snapshot(payload) {
+  // kind: "clean" (from `snapshot/clean`) or "drawn" (from `snapshot`).
+  snapshot(payload, kind) {
+    if (kind === "drawn" && this.cleanSeen) return;
+    if (kind === "clean") this.cleanSeen = true;
+    const load = ++this.loads;
     const url = URL.createObjectURL(new Blob([payload], { type: "image/jpeg" }));
     const image = new Image();
     image.onload = () => {
+      if (load !== this.loads) return URL.revokeObjectURL(url); // a newer one is on its way
       if (this.imageUrl) URL.revokeObjectURL(this.imageUrl);
       this.image = image;
       this.imageUrl = url;
-      this.canvas.dataset.snapshot = "loaded";
-      this.caption.textContent = `snapshot received ${new Date().toLocaleTimeString([], { hour12: false })}`;
+      this.kind = kind;
+      const at = new Date().toLocaleTimeString([], { hour12: false });
+      this.caption.textContent =
+        kind === "clean"
+          ? `snapshot received ${at}`
+          : `snapshot received ${at}, its boxes drawn by the agent (an agent too old to send its frame clean: no live boxes over it)`;
       this.draw();
     };
     image.onerror = () => {
@@ -57,7 +66,7 @@ export class FrameView {
   detectionsMessage(body) {
     this.detections = Array.isArray(body.detections) ? body.detections : [];
     this.detectionsAt = performance.now();
-    this.source = body.source;
+    this.canvas.dataset.detections = String(this.detections.length);
     this.draw();
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.draw(), BOX_TTL_MS + 50);
@@ -65,6 +74,13 @@ export class FrameView {
 
   zones(body) {
     this.polygons = body && body.polygons && typeof body.polygons === "object" ? body.polygons : {};
+    this.draw();
+  }
+
+  lines(body) {
+    const object = (value) => (value && typeof value === "object" ? value : {});
+    this.linePoints = object(body && body.points);
+    this.lineCounts = object(body && body.lines);
     this.draw();
   }
 
@@ -83,45 +99,19 @@ export class FrameView {
     }
     const w = canvas.width;
     const h = canvas.height;
-    const line = Math.max(2, Math.round(w / 320));
-    ctx.lineWidth = line;
+    const px = Math.max(2, Math.round(w / 320));
+    ctx.lineWidth = px;
     ctx.font = `${Math.max(12, Math.round(w / 45))}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
-    let outlined = 0;
-    for (const [name, points] of Object.entries(this.polygons)) {
-      if (!Array.isArray(points) || points.length < 3) continue;
-      outlined += 1;
-      ctx.strokeStyle = "#ffd166";
-      ctx.setLineDash([8, 6]);
-      ctx.beginPath();
-      points.forEach(([x, y], i) => (i ? ctx.lineTo(x * w, y * h) : ctx.moveTo(x * w, y * h)));
-      ctx.closePath();
-      ctx.stroke();
-      ctx.setLineDash([]);
-      ctx.fillStyle = "#ffd166";
-      ctx.fillText(name, points[0][0] * w + 4, points[0][1] * h + 4);
-    }
-    let drawn = 0;
-    if (performance.now() - this.detectionsAt <= BOX_TTL_MS) {
-      for (const d of this.detections) {
-        if (!Array.isArray(d.box) || d.box.length !== 4) continue;
-        const [x1, y1, x2, y2] = d.box;
-        const colour = colourOf(d.label);
-        ctx.strokeStyle = colour;
-        ctx.strokeRect(x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h);
-        const tag = `${d.label} ${Math.round((d.confidence || 0) * 100)}%${d.track_id ? ` #${String(d.track_id).slice(-4)}` : ""}`;
-        const width = ctx.measureText(tag).width + 8;
-        const height = parseInt(ctx.font, 10) + 6;
-        const top = y1 * h >= height ? y1 * h - height : y1 * h;
-        ctx.fillStyle = colour;
-        ctx.fillRect(x1 * w - line / 2, top, width, height);
-        ctx.fillStyle = "#fff";
-        ctx.fillText(tag, x1 * w + 4 - line / 2, top + 3);
-        drawn += 1;
-      }
-    }
-    canvas.dataset.boxes = String(drawn);
-    canvas.dataset.zones = String(outlined);
-    if (drawn) canvas.dataset.boxesEver = String(Number(canvas.dataset.boxesEver || 0) + drawn);
+    const own = this.kind !== "drawn"; // a drawn snapshot has its zones and boxes already
+    const zones = own ? drawZones(ctx, this.polygons, w, h) : 0;
+    const lines = drawLines(ctx, this.linePoints, this.lineCounts, w, h, px);
+    const fresh = performance.now() - this.detectionsAt <= BOX_TTL_MS;
+    const tags = own && fresh ? drawBoxes(ctx, this.detections, w, h, px) : [];
+    canvas.dataset.snapshot = this.kind;
+    canvas.dataset.boxes = String(tags.length);
+    canvas.dataset.tags = JSON.stringify(tags);
+    canvas.dataset.zones = String(zones);
+    canvas.dataset.lines = String(lines);
   }
 }

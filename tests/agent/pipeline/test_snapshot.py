@@ -14,10 +14,11 @@ from agent.pipeline.snapshot import (
     PALETTE,
     ZONE_COLOR,
     SnapshotSettings,
+    box_tag,
     draw_detections,
     draw_zones,
     scaled_to_width,
-    snapshot_jpeg,
+    snapshot_jpegs,
 )
 
 NAMES = {0: "circle", 1: "square"}
@@ -57,7 +58,7 @@ SIZES = [
 @pytest.mark.parametrize(("source_hw", "width", "expected_hw"), SIZES)
 def test_snapshot_is_a_jpeg_of_at_most_the_configured_width(source_hw, width, expected_hw) -> None:
     image = scene(*source_hw) if source_hw[0] > 200 else np.full((*source_hw, 3), 90, np.uint8)
-    jpeg = snapshot_jpeg(image, detections((10, 0, 50, 1, 0.9, 0)), NAMES, SnapshotSettings(width=width))
+    jpeg = snapshot_jpegs(image, detections((10, 0, 50, 1, 0.9, 0)), NAMES, SnapshotSettings(width=width)).drawn
     assert decode(jpeg).shape == (*expected_hw, 3)
 
 
@@ -65,7 +66,7 @@ def test_the_source_frame_is_never_drawn_on() -> None:
     image = scene()
     before = image.copy()
     for width in (640, 320):  # the copy path and the resize path
-        snapshot_jpeg(image, detections((150, 100, 300, 200, 0.9, 0)), NAMES, SnapshotSettings(width=width))
+        snapshot_jpegs(image, detections((150, 100, 300, 200, 0.9, 0)), NAMES, SnapshotSettings(width=width))
     assert np.array_equal(image, before)
     scaled, scale = scaled_to_width(image, 640)
     assert scale == 1.0 and scaled is not image and not np.shares_memory(scaled, image)
@@ -93,15 +94,16 @@ def test_boxes_and_labels_are_drawn_where_the_detections_are() -> None:
 def test_boxes_partly_outside_the_frame_and_empty_frames() -> None:
     image = scene()
     odd = detections((-50, -20, 100, 60, 0.5, 0), (600, 400, 900, 700, 0.4, 1), (10, 5, 40, 30, 0.3, 57))
-    decode(snapshot_jpeg(image, odd, NAMES, SnapshotSettings(width=640)))  # an unknown class id is its number
-    empty = decode(snapshot_jpeg(image, Detections.empty(), NAMES, SnapshotSettings(width=640, quality=100)))
+    decode(snapshot_jpegs(image, odd, NAMES, SnapshotSettings(width=640)).drawn)  # an unknown class id is its number
+    empty = decode(snapshot_jpegs(image, Detections.empty(), NAMES, SnapshotSettings(width=640, quality=100)).drawn)
     assert np.abs(empty.astype(np.int16) - image).max() < 16, "no detections: the frame itself"
 
 
 def test_quality_trades_size() -> None:
     rng = np.random.default_rng(3)
     image = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (5, 5), 0)
-    sizes = [len(snapshot_jpeg(image, Detections.empty(), NAMES, SnapshotSettings(640, q))) for q in (20, 80, 100)]
+    empty = Detections.empty()
+    sizes = [len(snapshot_jpegs(image, empty, NAMES, SnapshotSettings(640, q)).drawn) for q in (20, 80, 100)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2
 
 
@@ -124,5 +126,34 @@ def test_the_track_id_joins_the_label_tag() -> None:
     # The tag grows to the right with " #abc123"; the box itself is the same.
     assert not np.array_equal(plain[70:100, 230:330], tracked[70:100, 230:330])
     assert np.array_equal(plain[105:200, :], tracked[105:200, :])
-    jpeg = snapshot_jpeg(scene(), found, NAMES, SnapshotSettings(), ("x",), [("yard", ((0, 0), (1, 0), (0, 1)))])
+    jpeg = snapshot_jpegs(scene(), found, NAMES, SnapshotSettings(), ("x",), [("yard", ((0, 0), (1, 0), (0, 1)))]).drawn
     assert decode(jpeg).shape == (480, 640, 3)
+
+
+# (label, score as the detector gives it, track id, the tag): the one format, which the dashboard's page
+# writes too (fleet/dashboard/js/format.js boxTag; tests/fleet/test_dashboard.py compares the two).
+TAGS = [
+    ("circle", 0.87, None, "circle 87%"),
+    ("circle", np.float32(0.29), None, "circle 29%"),  # float32's 0.28999999 is 29, not 28
+    ("square", 0.965, "1733000000.123-abc123", "square 97% #abc123"),  # half rounds up, as Math.round does
+    ("square", 0.96449, "x", "square 96% #x"),
+    ("star", 0.00004, None, "star 0%"),
+    ("star", 1.0, "1.0-0", "star 100% #1.0-0"),
+]
+
+
+@pytest.mark.parametrize(("label", "score", "track_id", "expected"), TAGS)
+def test_a_box_is_tagged_label_percent_and_the_end_of_its_track_id(label, score, track_id, expected) -> None:
+    assert box_tag(label, score, track_id) == expected
+
+
+def test_the_clean_picture_is_the_drawn_one_without_its_drawing() -> None:
+    image = scene()
+    found = detections((150, 100, 300, 200, 0.87, 1))
+    zones = [("yard", ((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0)))]
+    pair = snapshot_jpegs(image, found, NAMES, SnapshotSettings(width=320, quality=100), ("t-abc123",), zones)
+    drawn, clean = decode(pair.drawn), decode(pair.clean)
+    expected = cv2.resize(image, (320, 240), interpolation=cv2.INTER_AREA)
+    assert drawn.shape == clean.shape == expected.shape
+    assert np.abs(clean.astype(np.int16) - expected).max() < 16, "nothing drawn on the clean one"
+    assert np.abs(drawn.astype(np.int16) - expected).max() > 100, "the drawn one has its boxes"

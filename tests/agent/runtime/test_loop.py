@@ -19,11 +19,13 @@ from agent.pipeline.detections import Detections
 from agent.pipeline.detector import ModelIdentity
 from agent.pipeline.frames import Frame
 from agent.pipeline.postprocess import PostprocessSettings
+from agent.pipeline.snapshot import SnapshotSettings
 from agent.runtime.loop import AgentLoop, LoopHooks, LoopSettings, RemoteControl
 from agent.runtime.reporter import Reporter, ReportSettings
 from agent.scene.motion import MotionSettings
 from agent.scene.scene import Scene, SceneSettings
 from agent.system.board import BoardHealth
+from agent.transport import topics
 from agent.transport.publisher import PublisherHealth, ReplyTo
 
 HW = (120, 160)
@@ -159,12 +161,13 @@ def make_loop(
     control: RemoteControl | None = None,
     deployments: FakeDeployments | None = None,
     on_frame: Callable | None = None,
+    report: ReportSettings | None = None,
 ) -> AgentLoop:
     return AgentLoop(
         source,
         ModelSwitch(detector, deployments),  # type: ignore[arg-type]
         Scene(scene or SceneSettings.presence_only(end_after=60.0), detector.names),
-        Reporter(publisher, ReportSettings(), BoardHealth(refresh_s=60.0)),
+        Reporter(publisher, report or ReportSettings(), BoardHealth(refresh_s=60.0)),
         LoopSettings(max_frame_age=60.0, stats_interval=3600.0),
         control=control,
         hooks=LoopHooks(on_frame=on_frame),
@@ -269,3 +272,23 @@ def test_a_clean_stop_ends_every_presence_and_publishes_final_stats(stopped_by: 
     assert final.topic == "stats" and final.retain
     assert final.json()["frames"]["processed"] == 5 == len(results)
     assert results[-1].timings.publish >= 0 and len(results[-1].detections) == 1
+
+
+def test_a_presence_start_publishes_the_snapshot_drawn_and_clean_from_one_frame() -> None:
+    """The drawn JPEG (boxes, labels, zones: Home Assistant's picture) and the same frame with nothing
+    drawn, for a page that draws its own live layers over it (the dashboard): both retained."""
+    import cv2
+
+    publisher = RecordingPublisher()
+    report = ReportSettings(snapshot=SnapshotSettings(quality=100))
+    make_loop(ScriptedSource(3), FakeDetector("m"), publisher, report=report).run()
+    drawn = [m for m in publisher.messages if m.topic == topics.SNAPSHOT]
+    clean = [m for m in publisher.messages if m.topic == topics.SNAPSHOT_CLEAN]
+    assert len(drawn) == len(clean) == 1 and drawn[0].retain and clean[0].retain  # frame 1 started the presence
+    frame = np.full((*HW, 3), 50, np.uint8)
+    frame[0, 0] = 1
+    pictures = [cv2.imdecode(np.frombuffer(m.payload, np.uint8), cv2.IMREAD_COLOR) for m in (drawn[0], clean[0])]
+    x1, y1, _, y2 = BOX[0].astype(int)
+    edge = (slice(y1 + 5, y2 - 5), x1)  # the box's left edge, below where its tag could be
+    assert np.abs(pictures[1].astype(np.int16) - frame)[edge].max() < 16, "the clean one: the frame alone"
+    assert np.abs(pictures[0].astype(np.int16) - frame)[edge].max() > 60, "the drawn one: its box"

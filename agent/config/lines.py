@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.config.keys import finite_float, shown_value
-from agent.config.zones import ZONE_NAME_RE, Point
+from agent.config.zones import ZONE_NAME_RE, Point, read_labels, unknown_labels
 
 LINE_KEYS = ("points", "labels", "anchor")
 ANCHORS = ("bottom_center", "center", "top_center")
@@ -65,13 +65,7 @@ def parse_lines(table: object, where: str) -> tuple[LinesConfig, list[str]]:
 
 def unknown_line_labels(lines: Iterable[LineConfig], known: Iterable[str]) -> list[str]:
     """One problem per line label the model does not know."""
-    names = set(known)
-    return [
-        f"lines.{line.name}.labels: {label!r} is not a label of the model (it knows {', '.join(sorted(names))})"
-        for line in lines
-        for label in line.labels
-        if label not in names
-    ]
+    return unknown_labels("lines", lines, known)
 
 
 def _line(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -> LineConfig | None:
@@ -80,17 +74,13 @@ def _line(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -
     for unknown in sorted(set(body) - set(LINE_KEYS)):
         problems.append(f"unknown key {key}.{unknown}{where}; allowed keys: {', '.join(LINE_KEYS)}")
     points = _points(body.get("points"), f"{key}.points", problems)
-    labels = body.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
-        problems.append(
-            f"{key}.labels: {shown_value(labels)} is not allowed; expected a list of labels, [] = every label"
-        )
+    labels = read_labels(body, key, problems)
     anchor = body.get("anchor", "bottom_center")
     if anchor not in ANCHORS:
         problems.append(f"{key}.anchor: {shown_value(anchor)} is not allowed; expected one of {', '.join(ANCHORS)}")
     if len(problems) > before or points is None:
         return None
-    return LineConfig(name, points, tuple(labels), anchor)
+    return LineConfig(name, points, labels, anchor)
 
 
 def _points(raw: object, key: str, problems: list[str]) -> tuple[Point, Point] | None:

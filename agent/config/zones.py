@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, Protocol
 
 from agent.config.keys import finite_float, shown_value
 
@@ -59,13 +59,33 @@ def parse_zones(table: object, where: str) -> tuple[tuple[ZoneConfig, ...], list
 
 def unknown_zone_labels(zones: Iterable[ZoneConfig], known: Iterable[str]) -> list[str]:
     """One problem per zone label the model does not know."""
+    return unknown_labels("zones", zones, known)
+
+
+class Labelled(Protocol):
+    name: str
+    labels: tuple[str, ...]
+
+
+def unknown_labels(section: str, items: Iterable[Labelled], known: Iterable[str]) -> list[str]:
+    """One problem per label of `[section.NAME]` tables (zones, lines) that the model does not know."""
     names = set(known)
     return [
-        f"zones.{zone.name}.labels: {label!r} is not a label of the model (it knows {', '.join(sorted(names))})"
-        for zone in zones
-        for label in zone.labels
+        f"{section}.{item.name}.labels: {label!r} is not a label of the model (it knows {', '.join(sorted(names))})"
+        for item in items
+        for label in item.labels
         if label not in names
     ]
+
+
+def read_labels(body: Mapping[str, Any], key: str, problems: list[str]) -> tuple[str, ...]:
+    """`labels` of a `[zones.NAME]` or `[lines.NAME]` table (key: the table's); a problem if not a list of labels."""
+    labels = body.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
+        expected = "expected a list of labels, [] = every label"
+        problems.append(f"{key}.labels: {shown_value(labels)} is not allowed; {expected}")
+        return ()
+    return tuple(labels)
 
 
 def _zone(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -> ZoneConfig | None:
@@ -74,10 +94,7 @@ def _zone(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -
     for unknown in sorted(set(body) - set(ZONE_KEYS)):
         problems.append(f"unknown key {key}.{unknown}{where}; allowed keys: {', '.join(ZONE_KEYS)}")
     polygon = _polygon(body.get("polygon"), f"{key}.polygon", problems)
-    labels = body.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
-        expected = "expected a list of labels, [] = every label"
-        problems.append(f"{key}.labels: {shown_value(labels)} is not allowed; {expected}")
+    labels = read_labels(body, key, problems)
     inertia = body.get("inertia", 3)
     if isinstance(inertia, bool) or not isinstance(inertia, int) or not 1 <= inertia <= 100:
         problems.append(f"{key}.inertia: {shown_value(inertia)} is not allowed; expected an integer 1..100 (frames)")
@@ -87,7 +104,7 @@ def _zone(name: str, body: Mapping[str, Any], where: str, problems: list[str]) -
         problems.append(f"{key}.loiter_s: {shown_value(raw_loiter)} is not allowed; expected a number >= 0 (seconds)")
     if len(problems) > before or polygon is None or loiter is None:
         return None
-    return ZoneConfig(name, polygon, tuple(labels), int(inertia), loiter)
+    return ZoneConfig(name, polygon, labels, int(inertia), loiter)
 
 
 def _polygon(raw: object, key: str, problems: list[str]) -> tuple[Point, ...] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, ConfigError, default_device_id, load_config
+from agent.config.lines import LINE_KEYS
 from agent.config.sections import SECTIONS
 from agent.config.zones import ZONE_KEYS
 from tests.agent.agent_process import agent_env, run_agent
@@ -561,8 +562,8 @@ def test_redacted_is_plain_data(tmp_path, files):
     assert summary["mqtt"]["password"] is None
     assert summary["config_file"] == str(tmp_path / "agent.toml")
     sections = {"source", "model", "mqtt", "events", "stats", "homeassistant", "snapshot", "remote", "deploy", "agent"}
-    assert set(summary) == {"config_file", "zones", "motion", "tracking", *sections}
-    assert summary["zones"] == {}
+    assert set(summary) == {"config_file", "zones", "lines", "motion", "tracking", *sections}
+    assert summary["zones"] == {} and summary["lines"] == {"reset": "daily"}
 
 
 @pytest.mark.parametrize(
@@ -694,8 +695,8 @@ def test_example_file_documents_every_key():
     for line in EXAMPLE.read_text().splitlines():
         if match := re.fullmatch(r"\[(\w+)\]", line):
             section = match[1]
-        elif re.fullmatch(r"# \[zones\.\w+\]", line):
-            section = "zones"  # the commented example zone
+        elif match := re.fullmatch(r"# \[(zones|lines)\.\w+\]", line):
+            section = f"{match[1]}.NAME"  # the commented example zone or line
         elif match := re.match(r"#? ?(\w+) = ", line):
             documented.add((section, match[1]))
     settings = AgentConfig()
@@ -704,6 +705,6 @@ def test_example_file_documents_every_key():
         for section in dataclasses.fields(settings)
         if dataclasses.is_dataclass(getattr(settings, section.name))
         for key in dataclasses.fields(getattr(settings, section.name))
-        if key.name != "password"  # never written in the file
-    } | {("zones", key) for key in ZONE_KEYS}
+        if key.name not in ("password", "lines")  # never written in the file; [lines.NAME] tables below
+    } | {("zones.NAME", key) for key in ZONE_KEYS} | {("lines.NAME", key) for key in LINE_KEYS}
     assert documented == expected

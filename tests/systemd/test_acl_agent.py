@@ -32,6 +32,9 @@ ZONE = """
 [zones.right_half]
 polygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
 inertia = 2
+
+[lines.middle]
+points = [[0.5, 1.0], [0.5, 0.0]]
 """
 EVERYTHING_S = 60.0  # the model loads and the shapes enter the zone; generous for a loaded machine
 ANSWER_S = 20.0  # a ceiling: the frame loop takes a command between two frames

@@ -7,8 +7,9 @@ accuracy, latency, size; our INT8 against Ultralytics' own INT8 export), calibra
 accuracy against calibration set size), stages (the agent's per-stage latency at 320 and 640,
 FP32 and INT8, 1 and 2 threads), agent (the agent against a bare session and Ultralytics),
 broker (50 simulated agents on one Mosquitto), tracking (our tracker against ByteTrack on the
-same detections: MOTA, IDF1, ID switches, time per frame), motion (the gated agent's CPU and objects
-against the ungated one on a video with still stretches).
+same detections: MOTA, IDF1, ID switches, time per frame), lines (the agent's crossing events against
+Ultralytics' ObjectCounter on videos with known crossings; the line and dwell stages' cost), motion (the
+gated agent's CPU and objects against the ungated one on a video with still stretches).
 
 This script only orchestrates: it runs each part as a child process (its progress shows as it
 goes), then writes REPORT.md: the machine, every part's Targets / Headline table lifted to the
@@ -111,6 +112,14 @@ PARTS = (
         ((),),
         (("--frames", "20", "--rounds", "1", "--timing-frames", "20", "--objects", "1,20"),),
         ("tracking_bench.md",),
+    ),
+    Part(
+        "lines",
+        "Line crossings against Ultralytics' ObjectCounter, and the line and dwell stages' cost",
+        "benchmarks.line_bench",
+        ((),),
+        (("--scenarios", "down_and_up", "--rounds", "1", "--timing-frames", "20", "--objects", "1,20"),),
+        ("line_bench.md",),
     ),
     Part(
         "motion",

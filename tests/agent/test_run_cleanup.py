@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-import agent.cli
-from agent.cli import command_run
+import agent.runtime.run
+from agent.runtime.run import command_run
 from agent.config import load_config
 from agent.transport.outbox import Outbox
 from tests.agent.agent_process import Observer
@@ -59,7 +59,7 @@ def test_a_failure_before_the_loop_closes_the_publisher_before_the_outbox(
         raise RuntimeError("the loop could not be built")
 
     monkeypatch.setattr(Outbox, "close", close)
-    monkeypatch.setattr(agent.cli, "AgentLoop", failing_loop)
+    monkeypatch.setattr(agent.runtime.run, "AgentLoop", failing_loop)
     observer = Observer(broker.host, broker.port, DEVICE, names=("status",))
     try:
         with pytest.raises(RuntimeError, match="the loop could not be built"):

@@ -700,11 +700,15 @@ def test_example_file_documents_every_key():
         elif match := re.match(r"#? ?(\w+) = ", line):
             documented.add((section, match[1]))
     settings = AgentConfig()
-    expected = {
-        (section.name, key.name)
-        for section in dataclasses.fields(settings)
-        if dataclasses.is_dataclass(getattr(settings, section.name))
-        for key in dataclasses.fields(getattr(settings, section.name))
-        if key.name not in ("password", "lines")  # never written in the file; [lines.NAME] tables below
-    } | {("zones.NAME", key) for key in ZONE_KEYS} | {("lines.NAME", key) for key in LINE_KEYS}
+    expected = (
+        {
+            (section.name, key.name)
+            for section in dataclasses.fields(settings)
+            if dataclasses.is_dataclass(getattr(settings, section.name))
+            for key in dataclasses.fields(getattr(settings, section.name))
+            if key.name not in ("password", "lines")  # never written in the file; [lines.NAME] tables below
+        }
+        | {("zones.NAME", key) for key in ZONE_KEYS}
+        | {("lines.NAME", key) for key in LINE_KEYS}
+    )
     assert documented == expected

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import agent.runtime.run
-from agent.runtime.run import command_run
 from agent.config import load_config
+from agent.runtime.run import command_run
 from agent.transport.outbox import Outbox
 from tests.agent.agent_process import Observer
 from tests.agent.deploy_helpers import reshape_model, write_bundle

@@ -15,6 +15,14 @@ from types import MappingProxyType
 from typing import Any
 
 
+class BadEntry(ValueError):
+    """One entry of a list is not allowed: the message quotes it rather than the whole list."""
+
+    def __init__(self, entry: object) -> None:
+        super().__init__(entry)
+        self.entry = entry
+
+
 class ConfigError(Exception):
     """A configuration problem the user can fix; the message is one line (several joined by '; ')."""
 
@@ -34,8 +42,8 @@ def from_text(kind: str, text: str) -> object:
     """An environment or command-line string as the TOML value it stands for."""
     if kind in ("int", "float", "bool"):
         return {"int": int, "float": float, "bool": lambda s: TEXT_BOOLS[s.lower()]}[kind](text)
-    if kind == "labels":
-        return [label.strip() for label in text.split(",") if label.strip()]
+    if kind in ("labels", "hosts"):
+        return [part.strip() for part in text.split(",") if part.strip()]
     if kind == "thresholds":  # "person=0.5,car=0.3"
         pairs = [part.split("=") for part in text.split(",") if part.strip()]
         return {label.strip(): float(threshold) for label, threshold in pairs}
@@ -71,6 +79,8 @@ def convert(kind: str, value: object) -> Any:
             raise ValueError from None
     if kind == "labels" and isinstance(value, list | tuple) and all(isinstance(v, str) and v.strip() for v in value):
         return tuple(value)
+    if kind == "hosts" and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value)
     if kind == "thresholds" and isinstance(value, Mapping) and all(isinstance(k, str) and k for k in value):
         return MappingProxyType({label: convert("float", threshold) for label, threshold in value.items()})
     raise TypeError
@@ -94,7 +104,7 @@ def shown_value(value: object) -> str:
 class Spec:
     """How one key is read and what it allows; `expected` completes "... is not allowed; expected ..."."""
 
-    kind: str  # str, choice, uri, int, float, bool, path, labels, thresholds
+    kind: str  # str, choice, uri, int, float, bool, path, labels, thresholds, hosts
     expected: str
     check: Callable[[Any], bool]
     optional: bool  # None by default; an empty string from env or command line resets it

@@ -19,12 +19,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from agent.config.keys import FILE, ConfigError, Spec, shown_value
+from agent.config.keys import FILE, BadEntry, ConfigError, Spec, shown_value
 from agent.config.lines import parse_lines
 from agent.config.sections import SECTIONS, AgentConfig, MqttConfig, default_state_dir
 from agent.config.zones import parse_zones
 
 ENV_PREFIX = "YOLO_EDGE_"
+_COMMAND_LINE = " (from the command line)"
 PASSWORD_ENV = "YOLO_EDGE_MQTT_PASSWORD"
 
 _SPECS: dict[tuple[str, str], Spec] = {
@@ -81,7 +82,24 @@ def _layers(
             yield section, key, env[name], f" (from {_shown(name)})", f" (from {_shown(name)})"
     for (section, key), raw in overrides.items():
         if raw is not None:  # None means "flag not given", so argparse defaults can pass straight through
-            yield section, key, raw, " (from the command line)", " on the command line"
+            yield section, key, raw, _COMMAND_LINE, " on the command line"
+
+
+def _replace_broker_address(
+    values: dict[tuple[str, str], tuple[Any, str]], section: str, key: str, origin: str
+) -> None:
+    """mqtt.host and mqtt.hosts both say where the broker is: one set in a higher layer (`--mqtt-host` over a
+    file's hosts) replaces the other; both in the same layer is an error (_check_together)."""
+    other = {"host": "hosts", "hosts": "host"}.get(key) if section == "mqtt" else None
+    if other is None or not values[section, key][0] or (section, other) not in values:
+        return
+    if _layer(values[section, other][1]) < _layer(origin):
+        del values[section, other]
+
+
+def _layer(origin: str) -> int:
+    """0 for the file, 1 for the environment, 2 for the command line (origin as _layers gives it)."""
+    return 0 if not origin else 2 if origin == _COMMAND_LINE else 1
 
 
 def _is_model(path: Path) -> bool:
@@ -132,6 +150,10 @@ def _check_together(
         readable[key] = path is not None and what is None
         if what:
             problems.append(f"{name('mqtt', key)}: {_quoted(path)} {what}; expected {FILE}")
+    if get("mqtt", "host") is not None and get("mqtt", "hosts"):
+        problems.append(
+            f"{name('mqtt', 'host')} and {name('mqtt', 'hosts')} are both set; set hosts alone (or host and port)"
+        )
     if (get("mqtt", "tls_cert") is None) != (get("mqtt", "tls_key") is None):
         problems.append("mqtt.tls_cert and mqtt.tls_key go together; set both or neither")
     if get("mqtt", "tls_insecure") and get("mqtt", "tls_ca") is None and get("mqtt", "tls_cert") is None:
@@ -192,8 +214,14 @@ def load_config(
         else:
             try:
                 values[section, key] = (spec.parse(raw, text=bool(origin)), origin)
+            except BadEntry as bad:
+                problems.append(
+                    f"{section}.{key}{origin}: entry {shown_value(bad.entry)} is not allowed; expected {spec.expected}"
+                )
             except (TypeError, ValueError, KeyError):
                 problems.append(f"{section}.{key}{origin}: {shown_value(raw)} is not allowed; expected {spec.expected}")
+            else:
+                _replace_broker_address(values, section, key, origin)
     password, more = _check_together(values, env, require_model) if not problems else (None, [])
     if problems or more:
         raise ConfigError(problems + more)

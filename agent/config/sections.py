@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agent.config.hosts import HOSTS, host_port, valid_hosts
 from agent.config.keys import BOOL, FILE, SECONDS, fraction, positive, rule, topic_prefix
 from agent.config.lines import LINE_KEYS, LinesConfig
 from agent.config.zones import ZONE_KEYS, ZoneConfig
@@ -18,6 +19,7 @@ from agent.urls import shown_uri
 
 PRECISIONS: tuple[str, ...] = ("auto", "int8", "fp32")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+MQTT_PROTOCOLS: tuple[str, ...] = ("auto", "5", "3.1.1")  # auto: MQTT 5 where the broker speaks it, else 3.1.1
 MAX_THREADS = 1024
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -81,10 +83,18 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """[mqtt]: the broker connection. Times in seconds. TLS is on when tls_ca or tls_cert is set."""
+    """[mqtt]: the broker connection. Times in seconds. TLS is on when tls_ca or tls_cert is set.
+
+    hosts, when set, replaces host (a broker's nodes, tried in turn); `nodes` is what to connect to either way.
+    """
 
     host: str = field(default="localhost", metadata=rule("str", "a host name or address", lambda v: bool(v.strip())))
     port: int = field(default=1883, metadata=rule("int", "an integer 1..65535", lambda v: 1 <= v <= 65535))
+    hosts: tuple[str, ...] = field(default=(), metadata=rule("hosts", HOSTS, valid_hosts))
+    protocol: str = field(
+        default="auto",
+        metadata=rule("choice", f"one of {', '.join(repr(p) for p in MQTT_PROTOCOLS)}", lambda v: v in MQTT_PROTOCOLS),
+    )
     prefix: str = field(
         default="yolo-edge", metadata=rule("str", "a topic prefix without #, + or a leading/trailing /", topic_prefix)
     )
@@ -108,6 +118,13 @@ class MqttConfig:
     @property
     def tls(self) -> bool:
         return self.tls_ca is not None or self.tls_cert is not None
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of each broker node in the order tried: hosts, else host and port alone."""
+        if self.hosts:
+            return tuple(host_port(entry, self.port) for entry in self.hosts)
+        return ((self.host, self.port),)
 
 
 @dataclass(frozen=True)

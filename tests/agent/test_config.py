@@ -518,7 +518,10 @@ def test_tls_cert_and_key_together_are_fine(tmp_path, files):
     [
         ('[camera]\nuri = "0"', "unknown section [camera] in {path}; allowed sections: source, model, mqtt, events"),
         ('host = "x"', "unknown section [host] in {path}; allowed sections:"),
-        ('[mqtt]\nhots = "x"', "unknown key mqtt.hots in {path}; allowed keys in [mqtt]: host, port, prefix"),
+        (
+            '[mqtt]\nhots = "x"',
+            "unknown key mqtt.hots in {path}; allowed keys in [mqtt]: host, port, hosts, protocol, prefix",
+        ),
         ("[source]\nmax_age = 1", "allowed keys in [source]: uri, loop, fps, max_frame_age, reconnect_max_s"),
         ("mqtt = 5", "mqtt in {path} must be a table"),
     ],

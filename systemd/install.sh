@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Install or upgrade yolo-edge-agent as a systemd service on Raspberry Pi OS: `sudo systemd/install.sh`.
+# Install or upgrade yolo-edge-agent as a systemd service on Raspberry Pi OS: `sudo systemd/install.sh`,
+# or one service per camera: `sudo systemd/install.sh --instance NAME` for each.
 #
-# Running it again upgrades in place: the venv is updated, the unit replaced when it changed, and
-# /etc/yolo-edge/agent.toml, the broker password file and installed bundles are left as they are.
+# Running it again upgrades in place: the venv is updated, the units replaced when they changed, and
+# /etc/yolo-edge/agent*.toml, the broker password files and installed bundles are left as they are.
 set -euo pipefail
 
 # Whatever the caller's umask, the venv and unit must be readable by the service user.
 umask 022
 
 readonly SERVICE=yolo-edge-agent.service
+readonly TEMPLATE=yolo-edge-agent@.service
 readonly USER_NAME=yolo-edge
 
 usage() {
 	cat <<'EOF'
 Usage: sudo install.sh [options]
 
-Installs the agent alone (no converter dependencies) in a venv at /opt/yolo-edge/venv, the unit
-yolo-edge-agent.service, an example /etc/yolo-edge/agent.toml (never overwriting one that exists)
-and the system user yolo-edge; then enables and starts the service.
+Installs the agent alone (no converter dependencies) in a venv at /opt/yolo-edge/venv, the units
+yolo-edge-agent.service and yolo-edge-agent@.service, an example /etc/yolo-edge/agent.toml (never
+overwriting one that exists) and the system user yolo-edge; then enables and starts the service.
 
 Options:
+  --instance NAME         one camera of several: yolo-edge-agent@NAME with its own config
+                          /etc/yolo-edge/agent-NAME.toml (device id HOSTNAME-NAME), state directory
+                          /var/lib/yolo-edge/NAME and share of the CPUs; --bundle and
+                          --mqtt-password-stdin then apply to this camera (NAME: letters, digits, _ -)
   --source DIR            the yolo-edge checkout to install (default: the directory above this script)
   --bundle DIR            copy this bundle to /var/lib/yolo-edge/bundles/ and point `current` at it
   --mqtt-password-stdin   read the broker password from stdin into /etc/yolo-edge/mqtt-password
@@ -53,6 +59,8 @@ python=python3
 start=1
 pip=1
 read_password=0
+instance=""
+instance_given=0
 
 while (($#)); do
 	case $1 in
@@ -60,6 +68,7 @@ while (($#)); do
 	--bundle) bundle=${2:?--bundle needs a directory}; shift 2 ;;
 	--python) python=${2:?--python needs a path}; shift 2 ;;
 	--root) root=${2:?--root needs a directory}; shift 2 ;;
+	--instance) instance=${2?--instance needs a camera name}; instance_given=1; shift 2 ;;
 	--mqtt-password-stdin) read_password=1; shift ;;
 	--no-start) start=0; shift ;;
 	--skip-pip) pip=0; shift ;;
@@ -67,6 +76,14 @@ while (($#)); do
 	*) die "unknown option '$1' (see --help)" ;;
 	esac
 done
+
+# A name that is part of a unit name, a file name, a topic and a device id: nothing that needs escaping.
+((!instance_given)) || [[ $instance =~ ^[A-Za-z0-9_-]{1,32}$ ]] ||
+	die "--instance '$instance' is not a camera name: use 1 to 32 letters, digits, _ and - (e.g. --instance front)"
+if [[ -n $instance ]]; then
+	# shellcheck source=instance.sh source-path=SCRIPTDIR
+	source "$script_dir/instance.sh"
+fi
 
 if [[ -z $root ]]; then
 	[[ $(id -u) -eq 0 ]] || die "must run as root: sudo $command_line"
@@ -81,7 +98,8 @@ fi
 source_dir=$(cd "$source_dir" && pwd)
 unit_source=$source_dir/systemd/$SERVICE
 example_source=$source_dir/systemd/agent.example.toml
-[[ -f $unit_source && -f $example_source ]] || die "$source_dir/systemd lacks $SERVICE or agent.example.toml"
+[[ -f $unit_source && -f $source_dir/systemd/$TEMPLATE && -f $example_source ]] ||
+	die "$source_dir/systemd lacks $SERVICE, $TEMPLATE or agent.example.toml"
 
 command -v "$python" >/dev/null || die "$python not found; install Python 3.11+ (sudo apt install python3) or pass --python PATH"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
@@ -110,6 +128,18 @@ venv=$prefix/venv
 etc=$root/etc/yolo-edge
 state=$root/var/lib/yolo-edge
 unit_dir=$root/etc/systemd/system
+# What this run sets up: the single agent, or one camera's (its unit, config, state and password).
+if [[ -n $instance ]]; then
+	unit=yolo-edge-agent@$instance
+	config_name=agent-$instance.toml
+	state=$state/$instance
+	password_name=mqtt-password-$instance
+else
+	unit=yolo-edge-agent
+	config_name=agent.toml
+	password_name=mqtt-password
+fi
+config=$etc/$config_name
 
 # Ownership only means something on the real system; under --root the files stay the caller's.
 own() {
@@ -189,7 +219,9 @@ fi
 
 # --- files ------------------------------------------------------------------------------------
 install -d -m 0755 "$unit_dir" "$etc"
+# Both units on every run, so an upgrade keeps a camera's template in step with the venv.
 unit_changed=$(install_if_changed "$unit_source" "$unit_dir/$SERVICE" 0644)
+template_changed=$(install_if_changed "$source_dir/systemd/$TEMPLATE" "$unit_dir/$TEMPLATE" 0644)
 # The example of this version, to compare with an agent.toml that an upgrade keeps.
 install_if_changed "$example_source" "$prefix/agent.example.toml" 0644 >/dev/null
 if [[ -f $source_dir/README.md ]]; then
@@ -203,13 +235,19 @@ if [[ -d $source_dir/docs ]]; then
 	done
 fi
 
-config_note="kept $etc/agent.toml (this version's example: $prefix/agent.example.toml)"
-if [[ ! -e $etc/agent.toml ]]; then
-	install -m 0644 "$example_source" "$etc/agent.toml"
-	config_note="wrote $etc/agent.toml from the example: set [source] uri and [mqtt] host"
+config_note="kept $config (this version's example: $prefix/agent.example.toml)"
+if [[ ! -e $config && -n $instance ]]; then
+	device_id=$(host_device_id "$root")-$instance
+	instance_config "$example_source" "$instance" "$device_id" >"$config.new.$$"
+	chmod 0644 "$config.new.$$"
+	mv -f "$config.new.$$" "$config"
+	config_note="wrote $config from the example (device_id \"$device_id\"): set [source] uri and [mqtt] host"
+elif [[ ! -e $config ]]; then
+	install -m 0644 "$example_source" "$config"
+	config_note="wrote $config from the example: set [source] uri and [mqtt] host"
 fi
 
-password_file=$etc/mqtt-password
+password_file=$etc/$password_name
 if [[ -n $password ]]; then
 	if [[ -f $password_file ]] && [[ $(cat "$password_file") == "$password" ]]; then
 		note "the broker password in $password_file is unchanged"
@@ -224,8 +262,8 @@ if [[ -n $password ]]; then
 fi
 
 # --- state: bundles and the outbox ------------------------------------------------------------
-install -d -m 0750 "$state" "$state/bundles"
-own "$USER_NAME:$USER_NAME" "$state" "$state/bundles"
+install -d -m 0750 "$root/var/lib/yolo-edge" "$state" "$state/bundles"
+own "$USER_NAME:$USER_NAME" "$root/var/lib/yolo-edge" "$state" "$state/bundles"
 bundle_changed=0
 if [[ -n $bundle ]]; then
 	# The manifest holds the sha256 of every model file, so its hash names this exact bundle: the
@@ -267,39 +305,53 @@ EOF
 }
 
 [[ $unit_changed == changed ]] && note "installed $unit_dir/$SERVICE"
+[[ $template_changed == changed ]] && note "installed $unit_dir/$TEMPLATE"
+moved=()
+if [[ -n $instance ]]; then
+	# Every camera's share of the CPUs, this one's included; the others' take effect at their next start.
+	while read -r other cpus change; do
+		[[ $other != "$instance" && $change == changed ]] && moved+=("yolo-edge-agent@$other (CPUs $cpus)")
+	done < <(split_cpus "$unit_dir" "$instance")
+	if [[ -e $unit_dir/multi-user.target.wants/$SERVICE ]]; then
+		note "$SERVICE is enabled too and may run on every CPU: give its camera an instance and disable it (sudo systemctl disable --now yolo-edge-agent), or set [model] threads in /etc/yolo-edge/agent.toml"
+	fi
+fi
 if [[ -n $root ]]; then
 	# systemctl --root only writes the enable symlink; it works without a running systemd.
 	if command -v systemctl >/dev/null; then
-		systemctl --root="$root" --quiet enable "$SERVICE" 2>/dev/null
+		systemctl --root="$root" --quiet enable "$unit.service" 2>/dev/null
 	fi
 	note "installed under $root; nothing started"
 else
 	systemctl daemon-reload
-	systemctl --quiet enable "$SERVICE"
-	model_path=$(read_toml "$etc/agent.toml" model path "")
+	systemctl --quiet enable "$unit.service"
+	model_path=$(read_toml "$config" model path "")
 	if ((start)) && [[ -n $model_path && -e $model_path ]]; then
-		note "starting $SERVICE (it waits for the model and the first frame, up to 2 minutes)"
-		systemctl restart "$SERVICE" ||
-			die "$SERVICE did not start; see: journalctl -u yolo-edge-agent -n 50 --no-pager"
+		note "starting $unit (it waits for the model and the first frame, up to 2 minutes)"
+		systemctl restart "$unit.service" ||
+			die "$unit did not start; see: journalctl -u $unit -n 50 --no-pager"
 	elif ((start)); then
-		note "not starting: model.path '${model_path:-unset}' does not exist yet; pass --bundle DIR or set [model] path in $etc/agent.toml, then: sudo systemctl start yolo-edge-agent"
-	elif ((bundle_changed)) && systemctl is-active --quiet "$SERVICE"; then
-		note "the running agent keeps the previous bundle until: sudo systemctl restart yolo-edge-agent"
+		note "not starting: model.path '${model_path:-unset}' does not exist yet; pass --bundle DIR or set [model] path in $config, then: sudo systemctl start $unit"
+	elif ((bundle_changed)) && systemctl is-active --quiet "$unit.service"; then
+		note "the running agent keeps the previous bundle until: sudo systemctl restart $unit"
 	fi
 fi
+for other in "${moved[@]}"; do
+	note "$other: the new share of the CPUs applies from its next start: sudo systemctl restart ${other%% *}"
+done
 
-host=$(read_toml "$etc/agent.toml" mqtt host localhost)
+host=$(read_toml "$config" mqtt host localhost)
 cat <<EOF
 
-yolo-edge-agent is installed and enabled.
+$unit is installed and enabled.
   $config_note
   check config, camera, model and broker as the service would:
-    sudo -u $USER_NAME /opt/yolo-edge/venv/bin/yolo-edge-agent check --config /etc/yolo-edge/agent.toml
-  follow it:            journalctl -u yolo-edge-agent -f
-  its state and fps:    systemctl status yolo-edge-agent
+    sudo -u $USER_NAME /opt/yolo-edge/venv/bin/yolo-edge-agent check --config /etc/yolo-edge/$config_name
+  follow it:            journalctl -u $unit -f
+  its state and fps:    systemctl status $unit
   what it publishes:    mosquitto_sub -h $host -t 'yolo-edge/#' -v
-  a broker password:    sudo $0 --mqtt-password-stdin --no-start (it asks), then set username and
-                        password_file = "/etc/yolo-edge/mqtt-password" in [mqtt] of agent.toml
+  a broker password:    sudo $0 ${instance:+--instance $instance }--mqtt-password-stdin --no-start (it asks), then
+                        set username and password_file = "/etc/yolo-edge/$password_name" in [mqtt] of $config_name
 EOF
 if ((pip)) && ! "$venv/bin/python" -c 'import picamera2' 2>/dev/null; then
 	echo "  a Pi CSI camera (source uri \"picamera2\") needs: sudo apt install python3-picamera2"

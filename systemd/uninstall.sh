@@ -7,17 +7,18 @@
 set -euo pipefail
 
 readonly SERVICE=yolo-edge-agent.service
+readonly TEMPLATE=yolo-edge-agent@.service
 readonly USER_NAME=yolo-edge
 
 usage() {
 	cat <<'EOF'
 Usage: sudo uninstall.sh [--purge] [--root DIR]
 
-Stops and disables yolo-edge-agent.service, removes the unit and /opt/yolo-edge (the venv).
-Keeps /etc/yolo-edge and /var/lib/yolo-edge unless --purge is given.
+Stops and disables yolo-edge-agent.service and every camera's yolo-edge-agent@NAME, removes the
+units and /opt/yolo-edge (the venv). Keeps /etc/yolo-edge and /var/lib/yolo-edge unless --purge is given.
 
 Options:
-  --purge       also remove /etc/yolo-edge, /var/lib/yolo-edge, the unit's drop-ins and the user yolo-edge
+  --purge       also remove /etc/yolo-edge, /var/lib/yolo-edge, the units' drop-ins and the user yolo-edge
   --root DIR    remove from under DIR instead of / (tests): no root or systemd needed
   -h, --help    this text
 EOF
@@ -53,23 +54,44 @@ else
 	root=${root%/}
 fi
 
-unit=$root/etc/systemd/system/$SERVICE
+unit_dir=$root/etc/systemd/system
+unit=$unit_dir/$SERVICE
+wants=$unit_dir/multi-user.target.wants
+
+# The cameras (install.sh --instance): those enabled, and those with the CPU share install.sh gave them.
+cameras=()
+for path in "$wants"/yolo-edge-agent@?*.service "$unit_dir"/yolo-edge-agent@?*.service.d; do
+	[[ -e $path ]] || continue
+	name=${path##*/}
+	cameras+=("${name%.d}")
+done
+mapfile -t cameras < <(((${#cameras[@]})) && printf '%s\n' "${cameras[@]}" | LC_ALL=C sort -u)
 
 if [[ -z $root ]]; then
-	if systemctl cat "$SERVICE" >/dev/null 2>&1; then
-		note "stopping and disabling $SERVICE"
-		systemctl disable --now "$SERVICE"
-	fi
+	for service in "$SERVICE" "${cameras[@]}"; do
+		if systemctl cat "$service" >/dev/null 2>&1; then
+			note "stopping and disabling $service"
+			systemctl disable --now "$service"
+		fi
+	done
 elif [[ -f $unit ]] && command -v systemctl >/dev/null; then
 	systemctl --root="$root" --quiet disable "$SERVICE" 2>/dev/null
 fi
-rm -f "$unit" "$root/etc/systemd/system/multi-user.target.wants/$SERVICE"
+rm -f "$unit" "$unit_dir/$TEMPLATE" "$wants/$SERVICE"
+for service in "${cameras[@]}"; do
+	# The CPU share is install.sh's own file; a drop-in of the user's stays unless --purge.
+	rm -f "$wants/$service" "$unit_dir/$service.d/50-cpus.conf"
+	rmdir "$unit_dir/$service.d" 2>/dev/null || true
+done
 rm -rf "$root/opt/yolo-edge"
-note "removed the unit and /opt/yolo-edge"
+note "removed the units and /opt/yolo-edge"
 
 if ((purge)); then
 	rm -rf "$root/etc/yolo-edge" "$root/var/lib/yolo-edge" "$unit.d"
-	note "removed /etc/yolo-edge, /var/lib/yolo-edge and $SERVICE.d drop-ins"
+	for service in "${cameras[@]}"; do
+		rm -rf "${unit_dir:?}/$service.d"
+	done
+	note "removed /etc/yolo-edge, /var/lib/yolo-edge and the units' drop-ins"
 	if [[ -z $root ]] && getent passwd "$USER_NAME" >/dev/null; then
 		userdel "$USER_NAME"
 		note "removed the user $USER_NAME"
@@ -80,5 +102,5 @@ fi
 
 if [[ -z $root ]]; then
 	systemctl daemon-reload
-	systemctl reset-failed "$SERVICE" 2>/dev/null || true
+	systemctl reset-failed "$SERVICE" "${cameras[@]}" 2>/dev/null || true
 fi

@@ -8,76 +8,20 @@ the real `pip install` of the agent into it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "systemd" / "install.sh"
-UNINSTALL = ROOT / "systemd" / "uninstall.sh"
+from tests.systemd.scripts import INSTALL, ROOT, UNINSTALL, install, make_bundle, mode, run, snapshot
+
 UNIT = ROOT / "systemd" / "yolo-edge-agent.service"
+INSTANCE = ROOT / "systemd" / "instance.sh"
 EXAMPLE = ROOT / "systemd" / "agent.example.toml"
 SERVICE = "yolo-edge-agent.service"
-
-
-def run(
-    script: Path,
-    *args: str,
-    stdin: str | None = None,
-    as_nobody: bool = False,
-    timeout: float = 120,
-    umask: int = 0o022,
-) -> subprocess.CompletedProcess[str]:
-    command = ["bash", str(script), *args]
-    if as_nobody and os.geteuid() == 0:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    env = {k: v for k, v in os.environ.items() if k != "YOLO_EDGE_PIP_ARGS"}
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout, env=env, umask=umask)
-
-
-def install(root: Path, *args: str, stdin: str | None = None, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
-    args = ("--root", str(root), "--skip-pip", "--python", sys.executable, *args)
-    result = run(INSTALL, *args, stdin=stdin, umask=umask)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
-
-
-def make_bundle(parent: Path, name: str, marker: str) -> Path:
-    """A directory shaped like a bundle; install.sh copies it and never loads it."""
-    bundle = parent / name
-    bundle.mkdir(parents=True)
-    manifest = {"format": "yolo-edge-bundle", "version": 1, "marker": marker}
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-    (bundle / "model.fp32.onnx").write_bytes(b"not really a model " + marker.encode())
-    (bundle / "report.md").write_text("# report\n")
-    return bundle
-
-
-def snapshot(root: Path, skip: tuple[str, ...] = ("opt/yolo-edge/venv",)) -> dict[str, tuple]:
-    """relative path -> (kind, content or link target, mode, mtime_ns) of everything under root."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(skip):
-            continue
-        info = path.lstat()
-        if path.is_symlink():
-            found[rel] = ("link", os.readlink(path), None, None)
-        elif path.is_dir():
-            found[rel] = ("dir", None, stat.S_IMODE(info.st_mode), None)
-        else:
-            found[rel] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode), info.st_mtime_ns)
-    return found
 
 
 @pytest.fixture
@@ -206,6 +150,9 @@ def test_uninstall_keeps_config_and_state_unless_purge(tmp_path: Path, bundle: P
     assert not (root / "opt/yolo-edge").exists()
 
 
+# --- one camera of several: --instance NAME ---------------------------------------------------
+
+
 def test_refuses_in_one_line_when_not_root() -> None:
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         pytest.skip("setpriv is needed to drop root")
@@ -231,6 +178,8 @@ def test_refuses_in_one_line_without_systemd() -> None:
         (["--source", "/tmp"], "is not a yolo-edge checkout"),
         (["--python", "/nonexistent/python3"], "not found"),
         (["--frobnicate"], "unknown option '--frobnicate'"),
+        (["--instance", "front/left"], "--instance 'front/left' is not a camera name"),
+        (["--instance", ""], "--instance '' is not a camera name"),
     ],
 )
 def test_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -248,7 +197,9 @@ def test_empty_password_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt install shellcheck)")
 def test_scripts_are_shellcheck_clean() -> None:
-    result = subprocess.run(["shellcheck", str(INSTALL), str(UNINSTALL)], capture_output=True, text=True, timeout=60)
+    # -x follows install.sh into instance.sh, which it sources.
+    command = ["shellcheck", "-x", str(INSTALL), str(UNINSTALL), str(INSTANCE)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT.parent)
     assert result.returncode == 0, result.stdout
 
 

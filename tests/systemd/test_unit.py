@@ -65,18 +65,18 @@ def seconds(value: str) -> float:
     return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
 
 
-def runnable_copy(tmp_path: Path) -> Path:
+def runnable_copy(tmp_path: Path, unit: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at a stub under tmp_path.
 
     `systemd-analyze verify` insists that ExecStart's binary exists and is executable, and --root
     needs a whole OS tree; the unit is otherwise checked exactly as installed.
     """
     stub = tmp_path / "venv" / "bin" / "yolo-edge-agent"
-    stub.parent.mkdir(parents=True)
+    stub.parent.mkdir(parents=True, exist_ok=True)
     stub.write_text("#!/bin/sh\n")
     stub.chmod(0o755)
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace(VENV, str(tmp_path / "venv")))
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace(VENV, str(tmp_path / "venv")))
     return copy
 
 

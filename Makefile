@@ -21,6 +21,8 @@ venv: $(STAMP)
 # tests drive chromium. Install from apt whatever of these is missing.
 APT_TOOLS := mosquitto:mosquitto mosquitto_sub:mosquitto-clients systemd-analyze:systemd shellcheck:shellcheck openssl:openssl
 APT_TOOLS += chromium:chromium
+# The MQTT 3.1.1 and broker cluster tests run Debian's nats-server (MQTT 3.1.1 only, JetStream).
+APT_TOOLS += nats-server:nats-server
 mosquitto:
 	@missing=""; for pair in $(APT_TOOLS); do \
 		tool=$${pair%%:*}; package=$${pair##*:}; \

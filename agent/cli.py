@@ -103,10 +103,11 @@ def command_check(config: AgentConfig) -> int:
         print(f"model: the deployed bundle {startup.path} ([model] path is the fallback)")
     elif startup.fallback_reason is not None:
         print(f"model: [model] path {startup.path}; {startup.fallback_reason}")
-    from agent.transport.connection import MqttSettings, probe_broker
+    from agent.transport.client import probe_broker
+    from agent.transport.connection import MqttSettings
 
-    probe_broker(MqttSettings.from_config(config.mqtt), CHECK_TIMEOUT_S)
-    print(f"broker: ok ({config.mqtt.host}:{config.mqtt.port})")
+    node = probe_broker(MqttSettings.from_config(config.mqtt), CHECK_TIMEOUT_S)
+    print(f"broker: ok ({node})")
     shown = ",".join((topics.STATUS, topics.DETECTIONS, topics.EVENTS, topics.STATS))
     print(f"topics: {config.mqtt.prefix}/{config.mqtt.device_id}/{{{shown}}}")
     return 0

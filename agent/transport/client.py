@@ -1,5 +1,5 @@
-"""One connection to the broker, whatever it is for: the paho callbacks, the first attempt and its outcome,
-subscriptions, close.
+"""One connection to the broker, whatever it is for: the paho callbacks, the attempts and their outcome,
+which node and MQTT version each goes to, subscriptions, close.
 
 The agent's publisher (mqtt.py) and the operator's session and subscriber (operator/) differ in what they
 do with a connection, not in how they hold one: each used to wait for its first CONNACK, word a refused
@@ -10,6 +10,10 @@ subscription and close in its own way. Here it is written once. Two ways to star
 - open(): connect and wait for the first answer, raising ConnectionError with one line when there is
   none or a refusal (the operator's tools: a wrong host or password is said at once, not retried).
 
+A broker may have several nodes ([mqtt] hosts): each attempt goes where agent/transport/nodes.py says
+(the first node that answers, the next in turn after a failure or a lost connection, MQTT 3.1.1 to a
+node that refuses 5), and every line logged or raised names the node. open() tries each node once.
+
 After the first connection both ride out outages alike: paho reconnects with back-off, every connect
 subscribes again to every topic asked for (the session expires on disconnect), and the connection's
 life is logged one line per failure streak, not one per retry, unless `quiet` (a short command reports
@@ -18,104 +22,46 @@ its failures itself, as errors).
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport.connection import MqttSettings, closed_early_hint, describe_connect_error, make_client
+from agent.transport.link import Attempt, ConnectionHooks, ConnectionStatus, Outcome
+from agent.transport.nodes import Failover, Next, aim, paho_retrying_as_31, refuses_version, version_hint
 
-__all__ = ["Attempt", "ConnectionHooks", "ConnectionStatus", "MqttConnection", "Outcome"]
+__all__ = ["Attempt", "ConnectionHooks", "ConnectionStatus", "MqttConnection", "Outcome", "probe_broker"]
 
 log = logging.getLogger("yolo_edge.mqtt")
-
-
-class Outcome(enum.Enum):
-    CONNECTED = "connected"
-    REFUSED = "refused"  # the broker answered no: credentials, not authorized, ...
-    UNREACHABLE = "unreachable"  # no connection was made: DNS, nothing listening, TLS
-    CLOSED_EARLY = "closed early"  # the broker hung up before it answered
-    NO_ANSWER = "no answer"  # nothing yet
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """How a connection's first attempt ended. detail: the broker's reason, or why it could not be reached."""
-
-    outcome: Outcome
-    detail: str = ""
-
-    @property
-    def connected(self) -> bool:
-        return self.outcome is Outcome.CONNECTED
-
-    def error(self, settings: MqttSettings, timeout_s: float) -> str | None:
-        """The one line that says why it did not connect (None if it did)."""
-        where = f"{settings.host}:{settings.port}"
-        return {
-            Outcome.CONNECTED: None,
-            Outcome.REFUSED: f"{where} refused the connection: {self.detail}",
-            Outcome.UNREACHABLE: f"cannot connect to {where}: {self.detail}",
-            Outcome.CLOSED_EARLY: f"{where} closed the connection before accepting it{closed_early_hint(settings)}",
-            Outcome.NO_ANSWER: f"{where} did not accept the connection within {timeout_s:g} s",
-        }[self.outcome]
-
-
-@dataclass(frozen=True)
-class ConnectionStatus:
-    """connected now; connects so far (the first included); refused: the broker refused the latest attempt."""
-
-    connected: bool
-    connects: int
-    refused: bool
-
-
-def _nothing(*_args: object) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class ConnectionHooks:
-    """What the connection's owner hears, on paho's network thread: each must be quick and never wait.
-
-    connected(): a CONNACK accepted the connection (called before status() says connected).
-    disconnected(was_connected): the connection ended, or an attempt failed (False).
-    message(message): one message on a subscribed topic; whatever it raises is logged, never raised in paho.
-    published(mid, reason): the broker acknowledged (or, MQTT 5, refused) a QoS 1 message.
-    """
-
-    connected: Callable[[], None] = _nothing
-    disconnected: Callable[[bool], None] = _nothing
-    message: Callable[[mqtt.MQTTMessage], None] = _nothing
-    published: Callable[[int, ReasonCode], None] = _nothing
 
 
 class MqttConnection:
     """A paho client with the credentials and TLS of `settings`; start() or open(), subscribe(), close().
 
-    timeout_s: what open() and subscribe_and_wait() allow the broker to answer. Configure `client`
-    (a will, in-flight limits) before starting. Thread-safe.
+    timeout_s: what open() and subscribe_and_wait() allow the broker (each node in open()) to answer.
+    Configure `client` (a will, in-flight limits) before starting. Thread-safe.
     """
 
     def __init__(
         self, settings: MqttSettings, hooks: ConnectionHooks, timeout_s: float = 5.0, quiet: bool = False
     ) -> None:
         self.settings = settings
-        self.where = f"{settings.host}:{settings.port}"
         self.timeout_s = timeout_s
         self._hooks = hooks
         self._quiet = quiet
         self._retry_max_s = max(1, math.ceil(settings.reconnect_max_s))
+        self._failover = Failover(settings.nodes, settings.protocol)
         self.client = client = make_client(settings, settings.client_id)
         client.reconnect_delay_set(min_delay=1, max_delay=self._retry_max_s)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -124,12 +70,13 @@ class MqttConnection:
         client.on_publish = self._on_publish
         # _changed guards the state below and wakes the waits; it is never held while calling paho.
         self._changed = threading.Condition()
-        self._first: Attempt | None = None
-        self._fail_fast = False  # open(): the first attempt's failure is the caller's error, not retried
+        self._first: Attempt | None = None  # how the first round ended: connected, or every node failed once
+        self._latest: tuple[Attempt, Next | None] | None = None  # the latest attempt's end, and what follows
+        self._opening = False  # open() runs: a failed attempt is the caller's error, not logged
         self._connected = False
         self._connects = 0
-        self._said_refused = False  # this failure streak was logged as a refusal
-        self._said_unreachable = False  # ... as unreachable
+        self._refused_by: set[str] = set()  # nodes whose refusal was logged in this failure streak
+        self._unreachable: set[str] = set()  # ... whose failure to answer was
         self._started = False
         self._closing = False
         self._closed = False
@@ -146,37 +93,66 @@ class MqttConnection:
             if self._started or self._closing:
                 return
             self._started = True
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        first = self.settings.nodes[0]  # on_pre_connect aims every attempt, this one too
+        self.client.connect_async(first.host, first.port, self.settings.keepalive)
         self.client.loop_start()
 
     def open(self) -> None:
-        """Connect and wait up to timeout_s for the broker's answer; ConnectionError with one line if it
-        is unreachable, refuses, or does not answer (and then nothing is left running)."""
-        self._fail_fast = True
+        """Connect, trying each node once until one accepts, each allowed timeout_s to answer; ConnectionError
+        with one line (a part per node) if every one is unreachable, refuses or does not answer (and then
+        nothing is left running)."""
+        self._opening = True
         self.client.connect_timeout = self.timeout_s
-        try:
-            self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
-        except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
-            raise ConnectionError(
-                f"cannot connect to {self.where}: {describe_connect_error(error, self.settings)}"
-            ) from error
+        problems: dict[str, str] = {}
+        while True:
+            attempt, after = self._attempt_now()
+            if attempt.connected:
+                break
+            problems[attempt.node] = attempt.error(self.settings, self.timeout_s) or ""
+            if after is Next.ROUND_FAILED:
+                self.begin_close()
+                self.client.disconnect()  # the socket of a node that did not answer, if any
+                raise ConnectionError("; ".join(problems.values()))
         with self._changed:
             self._started = True
+            self._opening = False
         self.client.loop_start()
-        problem = self.wait_first_attempt(self.timeout_s).error(self.settings, self.timeout_s)
-        if problem is not None:
-            self.close()
-            raise ConnectionError(problem)
+
+    def _attempt_now(self) -> tuple[Attempt, Next | None]:
+        """One attempt on the calling thread (no paho thread runs yet): how it ended and what follows."""
+        with self._changed:
+            self._latest = None
+            node = self._failover.upcoming
+        try:
+            self.client.connect(node.host, node.port, self.settings.keepalive)
+        except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
+            return self._attempt_ended(Outcome.UNREACHABLE, describe_connect_error(error, self.settings, node))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            with self._changed:
+                if self._latest is not None:
+                    return self._latest
+            if time.monotonic() >= deadline:
+                return self._attempt_ended(Outcome.NO_ANSWER)
+            self.client.loop(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+
+    @property
+    def where(self) -> str:
+        """host:port of the node connected to, or of the latest attempt."""
+        with self._changed:
+            return str(self._failover.current.node)
 
     def wait_first_attempt(self, timeout_s: float) -> Attempt:
-        """Wait up to `timeout_s` for the first connection attempt to end, whichever way; how it ended."""
+        """Wait up to `timeout_s` for the first round of attempts to end: connected, or every node failed once
+        (a node's MQTT 5 refusal is not an end: 3.1.1 follows); how it ended."""
         with self._changed:
             self._changed.wait_for(lambda: self._first is not None, timeout_s)
-            return self._first or Attempt(Outcome.NO_ANSWER)
+            return self._first or Attempt(Outcome.NO_ANSWER, node=str(self._failover.current.node))
 
     def status(self) -> ConnectionStatus:
         with self._changed:
-            return ConnectionStatus(self._connected, self._connects, self._said_refused)
+            node = str(self._failover.current.node)
+            return ConnectionStatus(self._connected, self._connects, bool(self._refused_by), node)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -264,51 +240,84 @@ class MqttConnection:
 
     # -- paho callbacks (paho's network thread): record, notify, log; never wait ------------------
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        with self._changed:
+            if paho_retrying_as_31(client) and self._failover.attempt_open:
+                return
+            target = self._failover.next_attempt()
+        aim(client, target)
+
+    def _attempt_ended(
+        self, outcome: Outcome, detail: str = "", version_refused: bool = False
+    ) -> tuple[Attempt, Next | None]:
+        """The attempt under way failed: tell the failover, note how it ended; what follows."""
+        with self._changed:
+            attempt = Attempt(outcome, detail, str(self._failover.current.node))
+            after = self._failover.ended(version_refused)
+            if after is not Next.NOTHING:
+                self._latest = (attempt, after)
+            if after is Next.ROUND_FAILED and self._first is None:
+                self._first = attempt
+            self._changed.notify_all()
+        return attempt, after
+
+    def _then(self, retrying: str = "retrying") -> str:
+        """What follows a failure, for a log line: `retrying` with one node, else the next node's name."""
+        with self._changed:
+            return f"trying {self._failover.upcoming} next" if self._failover.several else retrying
+
+    def _say(self, said: set[str], node: str) -> bool:
+        """Note that `node` failed this way; True to log it: the first time in a failure streak (one line per
+        node and streak), unless quiet, in open() (its error says it) or closing."""
+        with self._changed:
+            first, _ = node not in said, said.add(node)
+            return first and not (self._quiet or self._opening or self._closing)
+
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: object
     ) -> None:
         if reason.is_failure:
-            self._refused(client, reason)
+            self._refused(reason)
             return
         self._hooks.connected()  # first: once status() says connected, the owner must be ready to send
         with self._changed:
-            if self._first is None:
-                self._first = Attempt(Outcome.CONNECTED)
+            self._failover.connected()
+            target = self._failover.current
+            attempt = Attempt(Outcome.CONNECTED, node=str(target.node))
+            self._first = self._first or attempt
+            self._latest = (attempt, None)
             again = self._connects > 0
             self._connected = True
             self._connects += 1
-            self._said_refused = self._said_unreachable = False
+            self._refused_by.clear()
+            self._unreachable.clear()
             topics = list(self._topics)
             self._changed.notify_all()
         self._disconnected.clear()
         if not self._quiet:
-            log.info("%s %s", "reconnected to" if again else "connected to", self.where)
+            version = "" if target.version == mqtt.MQTTv5 else f" ({target.version_name})"
+            log.info("%s %s%s", "reconnected to" if again else "connected to", target.node, version)
         if topics:
             self._send_unawaited(topics)
 
-    def _refused(self, client: mqtt.Client, reason: ReasonCode) -> None:
-        """A CONNACK that says no: paho would retry, but this is not a connection."""
-        with self._changed:
-            first = self._first is None
-            if first:
-                self._first = Attempt(Outcome.REFUSED, str(reason))
-            say, self._said_refused = not self._said_refused, True
-            self._changed.notify_all()
-        if first and self._fail_fast:
-            client.disconnect()  # open() raises with this answer: no retries with a password the broker refused
-        elif say and not self._quiet:
-            log.error("%s refused the connection: %s; retrying", self.where, reason)
+    def _refused(self, reason: ReasonCode) -> None:
+        """A CONNACK that says no: the next attempt goes to the next node, or to this one in 3.1.1."""
+        attempt, after = self._attempt_ended(Outcome.REFUSED, str(reason), refuses_version(reason))
+        if after is Next.SAME_NODE_311:
+            log.debug("%s refused MQTT 5 (%s): trying MQTT 3.1.1", attempt.node, reason)
+        elif self._say(self._refused_by, attempt.node):
+            hint = version_hint(str(reason), self.settings.protocol)
+            log.error("%s refused the connection: %s%s; %s", attempt.node, reason, hint, self._then())
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         # paho calls this from inside its `except OSError`, so the exception in flight is the reason.
-        reason = describe_connect_error(sys.exc_info()[1], self.settings)
         with self._changed:
-            if self._first is None:
-                self._first = Attempt(Outcome.UNREACHABLE, reason)
-            say, self._said_unreachable = not self._said_unreachable, True
-            self._changed.notify_all()
-        if say and not self._quiet:
-            log.warning("cannot reach %s: %s; retrying every %g s at most", self.where, reason, self._retry_max_s)
+            node = self._failover.current.node
+        reason = describe_connect_error(sys.exc_info()[1], self.settings, node)
+        attempt, _ = self._attempt_ended(Outcome.UNREACHABLE, reason)
+        if self._say(self._unreachable, attempt.node):
+            then = self._then(f"retrying every {self._retry_max_s:g} s at most")
+            log.warning("cannot reach %s: %s; %s", attempt.node, reason, then)
 
     def _on_disconnect(
         self,
@@ -320,32 +329,33 @@ class MqttConnection:
     ) -> None:
         with self._changed:
             was_connected, self._connected = self._connected, False
-            first = self._first is None
-            if first:
-                self._first = Attempt(Outcome.CLOSED_EARLY)
-            closing = self._closing
-            # An attempt that ended before a CONNACK: said once per streak, unless a refusal or error said it.
-            say_closed = not (was_connected or closing or self._said_refused or self._said_unreachable)
-            if not was_connected:
-                self._said_unreachable = True
+            node, closing = str(self._failover.current.node), self._closing
             self._subacks.clear()  # no SUBACK comes for a connection that is gone
             self._unawaited.clear()
             self._changed.notify_all()
+        if was_connected:
+            with self._changed:
+                after = self._failover.ended(version_refused=False)
+        else:  # before a CONNACK (after a refusal the attempt is over: NOTHING), as some answer a version they lack
+            after = self._attempt_ended(Outcome.CLOSED_EARLY, version_refused=True)[1]
         self._hooks.disconnected(was_connected)
         self._disconnected.set()
-        if self._quiet or (first and self._fail_fast):
+        if self._quiet:
             return
-        if say_closed:
+        if after is Next.SAME_NODE_311:
+            log.debug("%s closed the connection on an MQTT 5 CONNECT (%s): trying MQTT 3.1.1", node, reason)
+        elif after in (Next.NEXT_NODE, Next.ROUND_FAILED) and self._say(self._unreachable, node):
             log.warning(
-                "cannot reach %s: it closed the connection before accepting it (%s)%s; retrying",
-                self.where,
+                "cannot reach %s: it closed the connection before accepting it (%s)%s; %s",
+                node,
                 reason,
                 closed_early_hint(self.settings),
+                self._then(),
             )
         elif was_connected and closing:
-            log.info("disconnected from %s", self.where)
+            log.info("disconnected from %s", node)
         elif was_connected:
-            log.warning("disconnected from %s: %s; reconnecting", self.where, reason)
+            log.warning("disconnected from %s: %s; %s", node, reason, self._then("reconnecting"))
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: object, mid: int, reasons: list[ReasonCode], properties: object
@@ -369,3 +379,18 @@ class MqttConnection:
         self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode, properties: object
     ) -> None:
         self._hooks.published(mid, reason)
+
+
+def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> str:
+    """Connect once and disconnect (`check`): the node that accepted; ConnectionError with one line if none did.
+
+    Uses `<client_id>-check` as client id: the broker would otherwise drop a running agent with
+    the same id to let this one in.
+    """
+    checking = replace(settings, client_id=f"{settings.client_id}-check")
+    probe = MqttConnection(checking, ConnectionHooks(), timeout_s, quiet=True)
+    probe.open()
+    try:
+        return probe.where
+    finally:
+        probe.close()

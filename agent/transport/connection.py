@@ -1,4 +1,4 @@
-"""The broker connection: settings from the [mqtt] section, the paho client factory, and a one-shot probe.
+"""The broker connection: settings from the [mqtt] section, the paho client factory, and why an attempt failed.
 
 The agent's publisher and the operator's fleet client both connect through make_client, so
 credentials, TLS and socket options behave the same on both sides.
@@ -9,23 +9,22 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import CallbackAPIVersion
 
-__all__ = ["MqttSettings", "describe_connect_error", "make_client", "probe_broker"]
+from agent.transport.nodes import Node
+
+__all__ = ["MqttSettings", "describe_connect_error", "make_client"]
 
 
 class MqttConfigLike(Protocol):
     """What MqttSettings.from_config reads: the [mqtt] config section, without importing the config module."""
 
-    host: str
-    port: int
+    protocol: str
     prefix: str
     device_id: str
     keepalive: int
@@ -37,18 +36,24 @@ class MqttConfigLike(Protocol):
     tls_insecure: bool
     reconnect_max_s: float
 
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]: ...
+
 
 @dataclass(frozen=True)
 class MqttSettings:
     """Broker connection. topic_prefix is `<prefix>/<device>`; times in seconds.
 
-    TLS is on when tls_ca or tls_cert is set; tls_insecure skips the host name check.
+    TLS is on when tls_ca or tls_cert is set; tls_insecure skips the host name check. hosts: a broker's
+    nodes, tried in turn (host and port are the first); protocol: "auto", "5" or "3.1.1" (agent/transport/nodes.py).
     """
 
     host: str
     port: int
     topic_prefix: str
     client_id: str
+    hosts: tuple[Node, ...] = ()
+    protocol: str = "auto"
     keepalive: int = 60
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -63,15 +68,23 @@ class MqttSettings:
     def tls(self) -> bool:
         return self.tls_ca is not None or self.tls_cert is not None
 
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """The nodes in the order tried: hosts, else host and port alone."""
+        return self.hosts or (Node(self.host, self.port),)
+
     @classmethod
     def from_config(cls, mqtt_config: MqttConfigLike) -> MqttSettings:
         """Settings from the [mqtt] section: topics under `<prefix>/<device_id>`, client id = device id."""
         c = mqtt_config
+        nodes = tuple(Node(host, port) for host, port in c.nodes)
         return cls(
-            host=c.host,
-            port=c.port,
+            host=nodes[0].host,
+            port=nodes[0].port,
             topic_prefix=f"{c.prefix}/{c.device_id}",
             client_id=c.device_id,
+            hosts=nodes,
+            protocol=c.protocol,
             keepalive=c.keepalive,
             username=c.username,
             password=c.password,
@@ -84,9 +97,10 @@ class MqttSettings:
 
 
 def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
-    """A paho client speaking MQTT 5 (for response topics and correlation data) with the credentials
-    and TLS of `settings`."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    """A paho client with the credentials and TLS of `settings`, made for MQTT 5 (response topics and
+    correlation data) unless settings.protocol is 3.1.1; agent/transport/nodes.py changes the version per node."""
+    version = mqtt.MQTTv311 if settings.protocol == "3.1.1" else mqtt.MQTTv5
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
@@ -111,20 +125,21 @@ def _tls_files(settings: MqttSettings) -> dict[str, Path]:
     return {key: path for key, path in named.items() if path is not None}
 
 
-def describe_connect_error(error: BaseException | None, settings: MqttSettings) -> str:
-    """Why a connection attempt failed, with what to change when it is the TLS set-up."""
+def describe_connect_error(error: BaseException | None, settings: MqttSettings, node: Node | None = None) -> str:
+    """Why an attempt to `node` (default: the first) failed, with what to change when it is the TLS set-up."""
+    node = node or settings.nodes[0]
     if error is None:
         return "no reason given"
     if isinstance(error, ssl.SSLCertVerificationError):
         hint = (
             f"check that [mqtt] tls_ca {settings.tls_ca} is the CA that signed the broker's certificate"
             if "hostname" not in str(error).lower() and "ip address mismatch" not in str(error).lower()
-            else f"connect by a name the broker's certificate holds (now [mqtt] host {settings.host}), "
+            else f"connect by a name the broker's certificate holds (now [mqtt] host {node.host}), "
             "or set tls_insecure = true (testing only)"
         )
         return f"TLS: the broker's certificate was rejected ({error.verify_message}); {hint}"
     if isinstance(error, ssl.SSLError):
-        return f"TLS: {error}; does the broker expect TLS on port {settings.port}, and a client certificate?"
+        return f"TLS: {error}; does the broker expect TLS on port {node.port}, and a client certificate?"
     hint = closed_early_hint(settings) if isinstance(error, (ConnectionResetError, BrokenPipeError)) else ""
     return f"{str(error) or type(error).__name__}{hint}"  # ConnectionResetError() says nothing by itself
 
@@ -142,38 +157,6 @@ def _no_delay(_client: mqtt.Client, _userdata: object, sock: Any) -> None:
     for a delayed ACK, about 40 ms (benchmarks/broker_load.py measured events p99 88 ms, 10 ms without)."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def probe_broker(settings: MqttSettings, timeout_s: float = 5.0) -> None:
-    """Connect once and disconnect (`check`); raise ConnectionError with one line if unreachable or refused.
-
-    Uses `<client_id>-check` as client id: the broker would otherwise drop a running agent with
-    the same id to let this one in.
-    """
-    where = f"{settings.host}:{settings.port}"
-    client = make_client(settings, f"{settings.client_id}-check")
-    answers: list[ReasonCode] = []
-    client.on_connect = lambda _client, _userdata, _flags, reason, _properties: answers.append(reason)
-    client.connect_timeout = timeout_s
-    deadline = time.monotonic() + timeout_s
-    rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-    try:
-        client.connect(settings.host, settings.port, settings.keepalive)
-        while not answers and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
-            rc = client.loop(timeout=0.1)
-    except OSError as error:  # DNS, refused, TLS handshake (ssl.SSLError is an OSError)
-        raise ConnectionError(f"cannot connect to {where}: {describe_connect_error(error, settings)}") from error
-    finally:
-        # Without a network thread paho writes the DISCONNECT at once and closes the socket.
-        client.disconnect()
-    if not answers and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-        raise ConnectionError(
-            f"{where} closed the connection before answering: {mqtt.error_string(rc)}{closed_early_hint(settings)}"
-        )
-    if not answers:
-        raise ConnectionError(f"{where} did not answer within {timeout_s:g} s")
-    if answers[0].is_failure:
-        raise ConnectionError(f"{where} refused the connection: {answers[0]}")
 
 
 def _str(path: Path | None) -> str | None:

@@ -50,7 +50,8 @@ QUEUE_LIMIT = 10_000  # QoS 1 messages waiting in memory for the writer (a disk 
 
 
 class MqttPublisher:
-    """Publisher over MQTT 5 with a durable outbox. subscribe() first, start(), then publish(); close() at the end.
+    """Publisher over MQTT (5, or 3.1.1 where the broker speaks no newer) with a durable outbox. subscribe() first,
+    start(), then publish(); close() at the end.
 
     The outbox is the caller's: close() leaves it open. Thread-safe: the frame loop,
     the stats timer and paho's network thread may all call in.

@@ -55,7 +55,11 @@ class MqttSession:
             message=lambda message: self._inbox.put(Received.of(message)),
         )
         self._link = MqttConnection(settings, hooks, timeout, quiet=True)
-        self.where = self._link.where
+
+    @property
+    def where(self) -> str:
+        """host:port of the broker node connected to (of the latest attempt before)."""
+        return self._link.where
 
     def connect(self) -> MqttSession:
         """Connect and wait for the broker's answer; ConnectionError with one line if there is none or a refusal."""

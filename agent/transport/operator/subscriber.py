@@ -44,7 +44,11 @@ class Subscriber:
             message=lambda message: on_message(Received.of(message)),  # what it raises is logged
         )
         self._link = MqttConnection(settings, hooks, timeout)
-        self.where = self._link.where
+
+    @property
+    def where(self) -> str:
+        """host:port of the broker node connected to (of the latest attempt before)."""
+        return self._link.where
 
     def connect(self) -> Subscriber:
         """Connect and subscribe; ConnectionError with one line if the broker is unreachable or refuses either."""

@@ -25,7 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.transport.connection import MqttSettings, describe_connect_error, probe_broker
+from agent.transport.client import probe_broker
+from agent.transport.connection import MqttSettings, describe_connect_error
 from agent.transport.mqtt import MqttPublisher
 from agent.transport.outbox import Outbox, OutboxError, OutboxMessage
 from tests.agent.agent_process import Message, retained
@@ -200,7 +201,7 @@ PUBLISHER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from agent.transport.connection import MqttSettings, probe_broker
+from agent.transport.connection import MqttSettings
 from agent.transport.mqtt import MqttPublisher
 from agent.transport.outbox import Outbox
 

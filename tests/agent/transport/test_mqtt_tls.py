@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.transport.connection import MqttSettings, probe_broker
+from agent.transport.client import probe_broker
+from agent.transport.connection import MqttSettings
 from agent.transport.mqtt import MqttPublisher
 from agent.transport.operator import MqttSession
 from agent.transport.outbox import Outbox

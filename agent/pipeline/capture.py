@@ -26,8 +26,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ACCEPTED = (
     "a camera index (0) or /dev/videoN, an rtsp://, rtsps://, http:// or https:// URL, "
-    "an existing video file or image folder, or 'picamera2'"
+    "an existing video file or image folder, or 'picamera2' (or 'picamera2:N' for Picamera2's camera N)"
 )
+# A Pi 5 has two CSI ports: 'picamera2:1' is the second camera, numbered as Picamera2.global_camera_info() lists them.
+PICAMERA2_URI = re.compile(r"picamera2(?::(\d{1,2}))?")
 # FFmpeg's default is 30 s per open and per read; a dead stream should be noticed well before that.
 STREAM_TIMEOUT_MS = 5000
 PICAMERA2_TIMEOUT_S = 2.0
@@ -97,8 +99,12 @@ def to_bgr(image: Any) -> np.ndarray | None:
 def resolve(uri: str) -> Backend:
     """Classify `uri`; raises SourceError for a path that does not exist or a missing Picamera2."""
     text = uri.strip()
-    if text == "picamera2":
-        return Backend("picamera2", "picamera2 camera", True, _Picamera2Capture.opener())
+    if picamera2 := PICAMERA2_URI.fullmatch(text):
+        number = picamera2.group(1)
+        name = f"picamera2 camera {int(number)}" if number else "picamera2 camera"
+        return Backend("picamera2", name, True, _Picamera2Capture.opener(int(number or 0)))
+    if text.startswith("picamera2:"):
+        raise SourceError(f"source {text!r}: expected 'picamera2' or 'picamera2:N', N being Picamera2's camera number")
     if text.isdigit():
         return Backend("camera", f"camera {text}", True, partial(_open_camera, int(text)))
     if text.startswith("/dev/"):
@@ -185,7 +191,7 @@ class _Picamera2Capture:
     """A Raspberry Pi CSI camera through Picamera2, which only exists on a Pi (from apt)."""
 
     @classmethod
-    def opener(cls) -> Callable[[], Capture]:
+    def opener(cls, camera: int = 0) -> Callable[[], Capture]:
         """Import picamera2 (only here, and only when asked for); SourceError with the fix if absent."""
         try:
             import picamera2
@@ -194,13 +200,14 @@ class _Picamera2Capture:
                 "source 'picamera2' needs the Picamera2 library: install python3-picamera2 with apt "
                 "(sudo apt install python3-picamera2) and create the venv with --system-site-packages"
             ) from exc
-        return partial(cls, picamera2)
+        return partial(cls, picamera2, camera)
 
-    def __init__(self, module: ModuleType) -> None:
+    def __init__(self, module: ModuleType, camera: int = 0) -> None:
+        """camera: Picamera2's camera number, an index into Picamera2.global_camera_info()."""
         try:
-            self._cam = module.Picamera2()
-        except (IndexError, RuntimeError, OSError) as exc:  # IndexError: no camera is attached
-            raise CaptureUnavailable(f"picamera2: no usable camera ({exc})") from exc
+            self._cam = module.Picamera2(camera)
+        except (IndexError, RuntimeError, OSError) as exc:  # IndexError: no such camera is attached
+            raise CaptureUnavailable(f"picamera2: no usable camera {camera} ({exc})") from exc
         try:
             # RGB888 is B, G, R in memory, i.e. OpenCV's BGR; queue=False makes each capture a
             # fresh frame rather than one that waited in Picamera2's request queue.

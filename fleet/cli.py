@@ -80,7 +80,14 @@ def _connection_options(parser: argparse.ArgumentParser, listing: bool = True) -
     quiet = argparse.SUPPRESS
     group = parser.add_argument_group("broker (default: --config's [mqtt] section, YOLO_EDGE_MQTT_*)")
     group.add_argument("--config", type=Path, default=quiet, help="the agent's TOML config (its [mqtt] section)")
-    group.add_argument("--host", "--mqtt-host", dest="host", default=quiet)
+    group.add_argument(
+        "--host",
+        "--mqtt-host",
+        dest="host",
+        action="append",
+        default=quiet,
+        help="the broker, or a cluster's nodes: HOST[:PORT], repeated or comma separated (the first that answers)",
+    )
     group.add_argument("--port", "--mqtt-port", dest="port", type=int, default=quiet)
     group.add_argument("--username", default=quiet)
     group.add_argument("--password-file", type=Path, default=quiet, help="or YOLO_EDGE_MQTT_PASSWORD; never argv")
@@ -134,8 +141,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 def _mqtt_config(args: argparse.Namespace) -> MqttConfig:
     """The [mqtt] section as the agent would read it, with this command's flags on top."""
-    keys = ("host", "port", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "prefix")
+    keys = ("port", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "prefix")
     overrides = {("mqtt", key): getattr(args, key, None) for key in keys}
+    if getattr(args, "host", None) is not None:  # repeated or comma separated: [mqtt] hosts, replacing host(s)
+        overrides["mqtt", "hosts"] = ",".join(args.host)
     return load_config(getattr(args, "config", None), overrides=overrides, require_model=False).mqtt
 
 

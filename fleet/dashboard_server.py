@@ -157,21 +157,27 @@ def add_dashboard_parser(actions: argparse._SubParsersAction) -> None:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve the page on ({DEFAULT_LISTEN})")
     parser.add_argument(
         "--broker-ws",
-        help=f"the broker's MQTT-over-WebSocket URL for the page (default ws://<[mqtt] host>:{DEFAULT_WS_PORT})",
+        help=f"the broker's MQTT-over-WebSocket URL for the page (default ws://<[mqtt] host>:{DEFAULT_WS_PORT}, the "
+        "first node's host with several)",
     )
     quiet = argparse.SUPPRESS  # as the other actions: given before or after `dashboard`
     parser.add_argument("--config", type=Path, default=quiet, help="the agent's TOML config (its [mqtt] host, prefix)")
-    parser.add_argument("--host", "--mqtt-host", dest="host", default=quiet, help="the broker's host name")
+    parser.add_argument(
+        "--host", "--mqtt-host", dest="host", action="append", default=quiet, help="the broker's host name"
+    )
     parser.add_argument("--prefix", default=quiet, help="topic prefix (default yolo-edge)")
 
 
 def command_dashboard(args: argparse.Namespace, prog: str) -> int:
     """Serve until interrupted; a bad flag, config or a port in use is one line on stderr and exit code 2."""
     try:
-        overrides = {("mqtt", key): getattr(args, key, None) for key in ("host", "prefix")}
+        overrides = {("mqtt", "prefix"): getattr(args, "prefix", None)}
+        if getattr(args, "host", None) is not None:  # replaces the config's host or hosts, as in the other actions
+            overrides["mqtt", "hosts"] = ",".join(args.host)
         mqtt = load_config(getattr(args, "config", None), overrides=overrides, require_model=False).mqtt
         prefix = mqtt.prefix
-        broker_ws = check_broker_ws(args.broker_ws or f"ws://{mqtt.host}:{DEFAULT_WS_PORT}")
+        # The page connects to one WebSocket URL: the first node's, unless given.
+        broker_ws = check_broker_ws(args.broker_ws or f"ws://{mqtt.nodes[0][0]}:{DEFAULT_WS_PORT}")
         host, port = parse_listen(args.listen)
         server = DashboardServer(host, port, PageConfig(broker_ws, prefix))
     except ValueError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import socket
 import subprocess
 import threading
@@ -45,7 +46,7 @@ DEVICE = "multi-node"
 
 
 def nats_binary() -> str | None:
-    return next((p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None)
+    return shutil.which("nats-server") or next((p for p in ("/usr/sbin/nats-server",) if Path(p).exists()), None)
 
 
 def settings(*ports: int, **values: object) -> MqttSettings:

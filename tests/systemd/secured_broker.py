@@ -146,9 +146,9 @@ class Client:
             assert self._connack is not None
             return self._connack
 
-    def subscribe(self, *topics: str) -> list[ReasonCode]:
+    def subscribe(self, *topics: str, qos: int = 1) -> list[ReasonCode]:
         count = len(self.subacks)
-        self.client.subscribe([(topic, 1) for topic in topics])
+        self.client.subscribe([(topic, qos) for topic in topics])
         with self._changed:
             assert self._changed.wait_for(lambda: len(self.subacks) > count, WAIT_S), "no SUBACK"
             return self.subacks[count]

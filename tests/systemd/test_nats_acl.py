@@ -122,6 +122,7 @@ def check(config: Path) -> subprocess.CompletedProcess[str]:
 
 
 @needs_nats
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the certificates; `make test` installs it")
 def test_nats_server_accepts_the_page_config_and_would_refuse_a_mistake(tmp_path: Path) -> None:
     blocks = doc_blocks()
     node = blocks["nats-server.conf"]

@@ -136,7 +136,7 @@ class AgentProcess:
 
 def looping_agent(
     tmp_path: Path,
-    broker: Broker,
+    broker: Broker | None,
     device_id: str,
     model: Path,
     video: Path,
@@ -145,16 +145,12 @@ def looping_agent(
     preexec_fn: Callable[[], None] | None = None,
     **settings: object,
 ) -> AgentProcess:
-    """The agent on `video` played in a loop at LOOP_FPS, stats every second: it runs until stopped."""
-    args = [
-        "run",
-        "--source",
-        str(video),
-        "--loop",
-        "--model",
-        str(model),
-        *broker_args(broker.host, broker.port, device_id),
-    ]
+    """The agent on `video` played in a loop at LOOP_FPS, stats every second: it runs until stopped.
+
+    broker None: `settings` say where the broker is (mqtt_hosts="host:port,...", a cluster's nodes).
+    """
+    where = broker_args(broker.host, broker.port, device_id) if broker else ["--device-id", device_id]
+    args = ["run", "--source", str(video), "--loop", "--model", str(model), *where]
     env = agent_env(state_dir or tmp_path / "state", **({"source_fps": LOOP_FPS, "stats_interval": 1} | settings))
     return AgentProcess(args, env, tmp_path, name, preexec_fn)
 
@@ -190,7 +186,8 @@ class Observer:
     """A separate MQTT client recording everything under `<prefix>/<device>/#` (and `also`) at QoS 1.
 
     names: the topics below `<prefix>/<device>/` to subscribe to instead of all of them (a long run
-    need not receive a detections message per frame).
+    need not receive a detections message per frame). qos: the subscriptions' (NATS 2.9 drops the odd
+    message to a QoS 1 subscription, tests/agent/transport/test_cluster.py).
 
     It subscribes again on every connect, so it keeps watching across a broker restart (paho
     reconnects it about once a second); `subscriptions` counts the SUBACKs.
@@ -206,8 +203,10 @@ class Observer:
         timeout: float = 5.0,
         also: tuple[str, ...] = (),
         names: tuple[str, ...] = ("#",),
+        qos: int = 1,
     ) -> None:
         self.topic_prefix = f"{PREFIX}/{device_id}"
+        self.qos = qos
         self.also = also
         self.names = names
         self.messages: list[Message] = []
@@ -235,7 +234,7 @@ class Observer:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         if not reason.is_failure:
             topics = [f"{self.topic_prefix}/{name}" for name in self.names] + list(self.also)
-            client.subscribe([(topic, 1) for topic in topics])
+            client.subscribe([(topic, self.qos) for topic in topics])
 
     def _on_subscribe(self, *args: object) -> None:
         with self._changed:

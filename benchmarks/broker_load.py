@@ -3,6 +3,7 @@
     python -m benchmarks.broker_load [--agents 50] [--fps 10] [--seconds 60] [--processes 0]
                                      [--tcp-nodelay off|clients|broker|all] [--state-dir DIR]
                                      [--out benchmarks/results]
+    python -m benchmarks.broker_load --cluster [--kill-at S] ...   (a NATS cluster, benchmarks/broker_cluster.py)
 
 Each simulated agent is the agent minus the camera and the model: the real frame loop
 (agent/runtime/loop.py AgentLoop with its scene and reporter: presence, payload builders, events through
@@ -55,13 +56,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as PAHO_VERSION
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.config.hosts import host_port
 from agent.pipeline.detections import Detections
 from agent.pipeline.detector import ModelIdentity
 from agent.pipeline.frames import Frame
@@ -70,6 +72,7 @@ from agent.scene.scene import SceneSettings
 from agent.system.board import cpu_model
 from agent.transport.connection import MqttSettings
 from agent.transport.mqtt import MqttPublisher
+from agent.transport.nodes import Node
 from agent.transport.outbox import Outbox
 from agent.transport.publisher import PublisherHealth
 from benchmarks.machine import load_average, logical_cpus
@@ -299,6 +302,8 @@ class WorkerSpec:
     seconds: float
     state_root: Path
     seed: int
+    # A cluster's nodes ("host:port") for each of `devices`, in the order that agent tries them; () = host:port.
+    nodes: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -325,11 +330,12 @@ class WorkerReport:
 
 
 class SimulatedAgent:
-    def __init__(self, device: str, spec: WorkerSpec, seed: int, image: np.ndarray) -> None:
+    def __init__(self, device: str, spec: WorkerSpec, seed: int, image: np.ndarray, nodes: tuple[str, ...]) -> None:
         self.device = device
         self.rng = np.random.default_rng(seed)
         self.outbox = Outbox(spec.state_root / device / "outbox.sqlite3")
-        settings = MqttSettings(spec.host, spec.port, f"{PREFIX}/{device}", device, reconnect_max_s=2.0)
+        hosts = tuple(Node(*host_port(entry, spec.port)) for entry in nodes)
+        settings = MqttSettings(spec.host, spec.port, f"{PREFIX}/{device}", device, hosts=hosts, reconnect_max_s=2.0)
         self.publisher = CountingPublisher(MqttPublisher(settings, self.outbox))
         self.detector = SyntheticDetector(SyntheticScene(self.rng, spec.fps), self.rng)
         self.fps = spec.fps
@@ -376,7 +382,8 @@ def _cpu_seconds() -> float:
 
 def run_worker(spec: WorkerSpec, messages: Any, go: Any) -> WorkerReport:
     image = np.zeros((*FRAME_HW, 3), np.uint8)  # never read by the stand-in detector; gives the frame its size
-    agents = [SimulatedAgent(d, spec, spec.seed * 1000 + i, image) for i, d in enumerate(spec.devices)]
+    nodes = spec.nodes or ((),) * len(spec.devices)
+    agents = [SimulatedAgent(d, spec, spec.seed * 1000 + i, image, nodes[i]) for i, d in enumerate(spec.devices)]
     for agent in agents:
         agent.publisher.inner.start()
     deadline = time.monotonic() + READY_TIMEOUT_S / 2
@@ -437,16 +444,18 @@ def publish_packet_bytes(topic: str, payload_bytes: int, qos: int) -> int:
 
 
 class Receiver:
-    """A paho subscriber on `<prefix>/#` that records every arrival; thread-safe reads for the progress line."""
+    """A paho subscriber on `<prefix>/#` that records every arrival; thread-safe reads for the progress line.
 
-    def __init__(self, host: str, port: int, nodelay: bool) -> None:
+    qos: its subscription's (the cluster mode runs one at 0 and one at 1: NATS serves them differently)."""
+
+    def __init__(self, host: str, port: int, nodelay: bool, qos: int = 1, name: str = "broker-load-receiver") -> None:
         self.host, self.port = host, port
         self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="broker-load-receiver", protocol=mqtt.MQTTv311
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311
         )
         if nodelay:
             self._client.on_socket_open = no_delay
-        self._client.on_connect = lambda client, *_: client.subscribe(f"{PREFIX}/#", qos=1)
+        self._client.on_connect = lambda client, *_: client.subscribe(f"{PREFIX}/#", qos=qos)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
         self._subscribed = threading.Event()
@@ -559,7 +568,25 @@ def show_progress(elapsed: float, seconds: float, receiver: Receiver, since: flo
     )
 
 
-def run_load(args: argparse.Namespace, broker: Broker, receiver: Receiver, state_root: Path) -> LoadRun:
+class BrokerUnderLoad(Protocol):
+    """What run_load needs of the broker: where it listens, and its CPU time so far (None if unknown)."""
+
+    host: str
+    port: int
+
+    def cpu_seconds(self) -> float | None: ...
+
+
+def run_load(
+    args: argparse.Namespace,
+    broker: BrokerUnderLoad,
+    receiver: Receiver,
+    state_root: Path,
+    nodes_of: Callable[[str], tuple[str, ...]] | None = None,
+    at: tuple[float, Callable[[], None]] | None = None,
+) -> LoadRun:
+    """nodes_of: each device's cluster nodes in the order it tries them (None: broker.host:port alone).
+    at: (seconds into the run, what to do then): the cluster mode kills a node."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that already runs paho's thread
     messages, go = context.Queue(), context.Event()
     groups = split_devices(args.agents, args.processes)
@@ -573,6 +600,7 @@ def run_load(args: argparse.Namespace, broker: Broker, receiver: Receiver, state
             args.seconds,
             state_root,
             args.seed + i,
+            tuple(nodes_of(device) for device in group) if nodes_of else (),
         )
         for i, group in enumerate(groups)
     ]
@@ -587,7 +615,11 @@ def run_load(args: argparse.Namespace, broker: Broker, receiver: Receiver, state
         started_at, started = time.time(), time.monotonic()
         go.set()
         while (elapsed := time.monotonic() - started) < args.seconds - 0.5:
-            time.sleep(min(PROGRESS_EVERY_S, args.seconds - elapsed))
+            wake = min(PROGRESS_EVERY_S, args.seconds - elapsed, *([at[0] - elapsed] if at else []))
+            time.sleep(max(0.0, wake))
+            if at and time.monotonic() - started >= at[0]:
+                at[1]()
+                at = None
             show_progress(time.monotonic() - started, args.seconds, receiver, started_at)
         time.sleep(max(0.0, started + args.seconds - time.monotonic()))
         mosquitto_after, receiver_after = broker.cpu_seconds(), _cpu_seconds()
@@ -1018,6 +1050,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on tmpfs such as /dev/shm an fsync costs nothing, which leaves the network path alone in the latency",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic scenes (default 1)")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a three-node NATS cluster instead of one Mosquitto, a node killed mid-run (benchmarks/broker_cluster.py)",
+    )
+    parser.add_argument(
+        "--kill-at", type=float, help="with --cluster: seconds into the run to kill a node (half of it)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="markdown and PNG here")
     return parser
 
@@ -1028,10 +1068,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.agents < 1 or args.fps <= 0 or args.seconds < 1 or args.processes < 0:
         print("--agents must be >= 1, --fps > 0, --seconds >= 1 and --processes >= 0", file=sys.stderr)
         return 2
+    args.processes = min(args.agents, args.processes or math.ceil(args.agents / AGENTS_PER_PROCESS))
+    if args.cluster:
+        from benchmarks.broker_cluster import main_cluster  # imports this module: only here, not at the top
+
+        return main_cluster(args, argv)
     if mosquitto_binary() is None:
         print("broker_load: mosquitto is not installed; `make mosquitto` installs it with apt", file=sys.stderr)
         return 2
-    args.processes = min(args.agents, args.processes or math.ceil(args.agents / AGENTS_PER_PROCESS))
     args.out.mkdir(parents=True, exist_ok=True)
     load_at_start = load_average()
     with (

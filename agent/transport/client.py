@@ -41,6 +41,9 @@ from agent.transport.nodes import Failover, Next, aim, paho_retrying_as_31, refu
 __all__ = ["Attempt", "ConnectionHooks", "ConnectionStatus", "MqttConnection", "Outcome", "probe_broker"]
 
 log = logging.getLogger("yolo_edge.mqtt")
+# QoS 0 subscriptions: every session is clean, so QoS 1 would redeliver nothing after a reconnect, while
+# nats-server refuses new QoS 1 subscriptions for tens of seconds after a node dies (docs/brokers.md).
+SUBSCRIBE_QOS = 0
 
 
 class MqttConnection:
@@ -157,7 +160,7 @@ class MqttConnection:
     # -- subscriptions -------------------------------------------------------------------------
 
     def subscribe(self, topics: Sequence[str]) -> None:
-        """Subscribe at QoS 1 now if connected, and again on every connect; a refusal is logged."""
+        """Subscribe now if connected, and again on every connect; a refusal is logged."""
         with self._changed:
             self._topics.update(dict.fromkeys(topics))
             connected = self._connected
@@ -171,7 +174,7 @@ class MqttConnection:
         topics = list(topics)
         with self._changed:
             self._topics.update(dict.fromkeys(topics))
-        rc, mid = self.client.subscribe([(topic, 1) for topic in topics])
+        rc, mid = self.client.subscribe([(topic, SUBSCRIBE_QOS) for topic in topics])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionError(f"cannot subscribe on {self.where}: {mqtt.error_string(rc)}")
         deadline = time.monotonic() + self.timeout_s if until is None else until
@@ -197,7 +200,7 @@ class MqttConnection:
         )
 
     def _send_unawaited(self, topics: list[str]) -> None:
-        rc, mid = self.client.subscribe([(topic, 1) for topic in topics])
+        rc, mid = self.client.subscribe([(topic, SUBSCRIBE_QOS) for topic in topics])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return  # the connection just went: the next connect subscribes them
         with self._changed:

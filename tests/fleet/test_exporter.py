@@ -37,14 +37,18 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Exporter:
-    """`python -m fleet.cli exporter` against `broker`; scrape() reads /metrics. A context manager that kills it."""
+    """`python -m fleet.cli exporter` against `broker`; scrape() reads /metrics. A context manager that kills it.
 
-    def __init__(self, broker: Broker, workdir: Path) -> None:
+    nodes: a cluster's nodes as host:port (`--host` comma separated) instead of `broker`.
+    """
+
+    def __init__(self, broker: Broker | None, workdir: Path, nodes: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         self.stderr_path = workdir / f"exporter-{self.port}.stderr"
         env = agent_env(workdir / "unused-state")  # PYTHONPATH of this checkout, no YOLO_EDGE_* of ours
-        args = ["exporter", "--host", broker.host, "--port", str(broker.port), "--listen", f"127.0.0.1:{self.port}"]
+        where = ["--host", ",".join(nodes)] if broker is None else ["--host", broker.host, "--port", str(broker.port)]
+        args = ["exporter", *where, "--listen", f"127.0.0.1:{self.port}"]
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fleet.cli", *args], stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=workdir

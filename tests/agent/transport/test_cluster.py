@@ -16,6 +16,7 @@ created within 4 s), and the agent, the exporter and `yolo-edge-fleet` subscribe
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -28,6 +29,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.agent.agent_process import PREFIX, AgentProcess, Observer, distinct_events, looping_agent
+from tests.fleet.test_cli import run_fleet
+from tests.fleet.test_exporter import Exporter, get
 from tests.nats_cluster import NatsCluster, NatsNode, needs_nats
 
 pytestmark = [needs_nats, pytest.mark.fault]
@@ -45,6 +48,7 @@ class Failover:
     cluster: NatsCluster
     agent: AgentProcess
     observer: Observer
+    exporter: Exporter
     killed: NatsNode
     survivors: tuple[NatsNode, ...]
     killed_at: float
@@ -67,16 +71,21 @@ def failover(
     with NatsCluster(workdir / "nats").start() as cluster:
         first, _, third = cluster.nodes
         observer = Observer(third.ports.host, third.ports.mqtt, DEVICE, qos=0, timeout=15)
-        settings = {"mqtt_hosts": ",".join(cluster.addresses), "events_end_after": 0.3}
+        # Stats at the agent's default interval: the exporter holds a device up for three intervals of silence.
+        settings = {"mqtt_hosts": ",".join(cluster.addresses), "events_end_after": 0.3, "stats_interval": 10}
         try:
-            with looping_agent(workdir, None, DEVICE, fixture_onnx, sample_video[0], **settings) as agent:
+            with (
+                Exporter(None, workdir, nodes=tuple(cluster.addresses)) as exporter,
+                looping_agent(workdir, None, DEVICE, fixture_onnx, sample_video[0], **settings) as agent,
+            ):
                 agent.wait_log(f"connected to {first.ports.address}", 30)
                 for name in SEQUENCED:
                     observer.wait_count(name, 3, timeout=30)
+                exporter.wait("the agent up", lambda s: get(s, "yolo_edge_up", device=DEVICE) == 1.0, 15)
                 killed_at = time.time()
                 cluster.kill(first)
                 wait_back(agent, observer, killed_at)
-                yield Failover(cluster, agent, observer, first, tuple(cluster.alive()), killed_at)
+                yield Failover(cluster, agent, observer, exporter, first, tuple(cluster.alive()), killed_at)
                 code, _ = agent.stop(timeout=10)
                 assert code == 0, agent.describe()
         finally:
@@ -147,3 +156,29 @@ def test_the_retained_status_reads_online_on_the_survivors(failover: Failover) -
     assert b"offline" not in statuses, "the agent never went away: no last will"
     for node in failover.survivors:
         assert read_retained_status(node) == b"online"
+
+
+def test_the_exporter_hears_the_agent_through_a_survivor(failover: Failover) -> None:
+    seen = lambda s: (get(s, "yolo_edge_last_seen_timestamp_seconds", device=DEVICE) or 0.0) > failover.killed_at  # noqa: E731
+    samples = failover.exporter.wait("the agent's stats after the kill", seen, 30)
+    assert get(samples, "yolo_edge_up", device=DEVICE) == 1.0
+    assert "refused the subscription" not in failover.exporter.stderr, failover.exporter.stderr
+
+
+def test_the_agent_keeps_its_command_subscriptions_on_the_survivor(failover: Failover) -> None:
+    assert "refused the subscription" not in failover.agent.stderr, failover.agent.stderr
+
+
+def test_fleet_list_on_a_survivor_lists_the_device_online(failover: Failover) -> None:
+    survivor = failover.survivors[-1]
+    result = run_fleet(["list", "--host", survivor.ports.address, "--format", "json", "--wait", "2"])
+    assert result.returncode == 0, result.stderr
+    devices = {d["device"]: d for d in json.loads(result.stdout)}
+    assert devices[DEVICE]["status"] == "online", result.stdout
+
+
+def test_fleet_set_through_a_survivor_reaches_the_agent(failover: Failover) -> None:
+    survivor = failover.survivors[0]
+    command = ["set", DEVICE, "--json", '{"confidence": 0.3}', "--host", survivor.ports.address, "--timeout", "10"]
+    result = run_fleet(command)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -67,8 +67,12 @@ vendor:
 
 # The project as one wheel in $(DIST)/, to copy to a Pi without internet (docs/systemd.md#a-pi-without-internet).
 DIST ?= dist
+# pip builds in the checkout's build/: removed again unless it was there before (install.sh's test checks it).
 wheel: $(STAMP)
-	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+	@had_build=$$([ -d build ] && echo yes); \
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) . && status=0 || status=$$?; \
+	[ -n "$$had_build" ] || rm -rf build; \
+	exit $$status
 	@ls $(DIST)/yolo_edge-*.whl
 
 # That wheel and the agent's dependencies for a 64-bit Pi (Raspberry Pi OS 12, Python 3.11), and the

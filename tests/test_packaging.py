@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     dist = tmp_path_factory.mktemp("dist")
+    had_build = (ROOT / "build").exists()
     subprocess.run(["make", "-C", str(ROOT), "wheel", f"DIST={dist}"], check=True, capture_output=True, timeout=300)
+    # pip builds in the checkout: what it leaves there would fail install.sh's test, which runs after on a rerun.
+    assert had_build or not (ROOT / "build").exists(), "make wheel left build/ in the checkout"
     built = sorted(dist.glob("yolo_edge-*.whl"))
     assert len(built) == 1, f"make wheel should leave one wheel in {dist}, found {built}"
     return zipfile.ZipFile(built[0])

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from tests.agent.agent_process import (
     outbox_events,
     retained,
     run_agent,
+    wait_until,
 )
 from tests.broker import Broker
 from tests.fault.processes import kill_broker
@@ -152,11 +153,7 @@ class Mqtt5Dropper:
         self.cut()
 
 
-def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
+WAIT_S = 10.0
 
 
 # -- connecting: which node, which version ------------------------------------------------------------
@@ -185,7 +182,7 @@ def test_auto_speaks_311_to_a_broker_that_refuses_mqtt_5(nats: int, caplog: pyte
     connection.start()  # in the background, as the agent connects
     try:
         assert connection.wait_first_attempt(10).outcome is Outcome.CONNECTED, "a refusal of MQTT 5 is not the end"
-        wait_until("the line", lambda: f"connected to {HOST}:{nats} (MQTT 3.1.1)" in caplog.text)
+        wait_until("the line", lambda: f"connected to {HOST}:{nats} (MQTT 3.1.1)" in caplog.text, WAIT_S)
     finally:
         connection.close()
 
@@ -210,6 +207,8 @@ def test_protocol_5_against_a_311_broker_fails_with_one_line_saying_what_to_set(
     try:
         attempt = connection.wait_first_attempt(10)
         assert (attempt.outcome, attempt.detail) == (Outcome.REFUSED, "Unsupported protocol version")
+        # The outcome is recorded before paho's thread logs it: wait for the line, then count it.
+        wait_until("the refusal's log line", lambda: f"{expected}; retrying" in caplog.text, WAIT_S)
         assert caplog.text.count(f"{expected}; retrying") == 1, caplog.text
     finally:
         connection.close()
@@ -224,9 +223,9 @@ def test_auto_speaks_311_to_a_broker_that_hangs_up_on_mqtt_5_and_remembers_it(mo
             assert session.where == f"{HOST}:{proxy.port}"
         assert proxy.levels == [5, 4]
         connection.start()  # the agent's way: remembered for this node after the first 3.1.1 connection
-        wait_until("connected", lambda: connection.status().connected)
+        wait_until("connected", lambda: connection.status().connected, WAIT_S)
         proxy.cut()
-        wait_until("connected again", lambda: len(connects) == 2)
+        wait_until("connected again", lambda: len(connects) == 2, WAIT_S)
         assert proxy.levels == [5, 4, 5, 4, 4], "a lost connection goes back in 3.1.1 at once"
     finally:
         connection.close()

@@ -167,6 +167,7 @@ class SnapshotConfig:
     enabled: bool = field(default=True, metadata=rule("bool", BOOL))
     width: int = field(default=640, metadata=rule("int", "an integer 32..3840 (pixels)", lambda v: 32 <= v <= 3840))
     quality: int = field(default=80, metadata=rule("int", "an integer 1..100 (JPEG quality)", lambda v: 1 <= v <= 100))
+    draw_regions: bool = field(default=False, metadata=rule("bool", BOOL))  # debug: the crops the detector saw
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,12 @@ class MotionConfig:
     refresh_s: float = field(default=5.0, metadata=rule("float", SECONDS, positive))
     idle_s: float = field(default=30.0, metadata=rule("float", SECONDS, positive))
     lightning_threshold: float = field(default=0.8, metadata=rule("float", "a number 0 < x <= 1", fraction))
+    # Detect on native-resolution crops around motion and tracked objects instead of the whole letterboxed
+    # frame: a 1080p frame shrunk to 640 makes a far person three times smaller (docs/scene.md, Regions).
+    regions: bool = field(default=False, metadata=rule("bool", BOOL))
+    max_regions: int = field(
+        default=3, metadata=rule("int", "an integer 1..16 (crops per frame)", lambda v: 1 <= v <= 16)
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.bundle import BundleError, load_bundle, sha256_file, verify_model_file
+from agent.pipeline.crops import RegionPlan, detect_plan
 from agent.pipeline.detections import Detections
 from agent.pipeline.inference import InferenceModel, cpu_has_vnni, default_threads, is_x86, median_latencies_ms
 from agent.pipeline.letterbox import DEFAULT_PAD_VALUE, Letterbox
@@ -83,6 +84,16 @@ class Detector:
         detections = self.postprocessor(output, transform)
         done = time.perf_counter()
         return detections, (prepared - start) * 1e3, (inferred - prepared) * 1e3, (done - inferred) * 1e3
+
+    def detect_plan(self, image_bgr: np.ndarray, plan: RegionPlan) -> tuple[Detections, float, float, float]:
+        """detect() on each view of the plan (crops, the whole frame), merged into frame pixels; stage ms summed."""
+        settings = self.settings
+        return detect_plan(self.detect, image_bgr, plan, settings.iou, settings.max_detections)
+
+    @property
+    def input_side(self) -> int:
+        """The side of the model's (square) input, pixels: the least a crop of the frame is cut at."""
+        return max(self.letterbox.input_hw)
 
 
 def label_ids(names: dict[int, str], labels: list[str] | tuple[str, ...], what: str) -> dict[str, int]:

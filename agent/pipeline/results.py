@@ -51,7 +51,8 @@ class FrameResult:
     captured_at: Unix seconds. source_hw: (height, width) pixels. Boxes in
     `detections` are source-frame pixels. track_ids and zones run beside the detections, one
     entry each (the confirmed track's id or None, the zones it stands in), or are empty when
-    the frame was not tracked.
+    the frame was not tracked. crops: the squares of the frame the detector ran on, xyxy pixels, when it
+    ran on crops (motion regions) rather than the whole frame alone.
     """
 
     frame_id: int
@@ -61,6 +62,7 @@ class FrameResult:
     timings: StageTimings
     track_ids: tuple[str | None, ...] = ()
     zones: tuple[tuple[str, ...], ...] = ()
+    crops: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.detections)

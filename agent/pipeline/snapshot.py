@@ -40,10 +40,12 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 
 @dataclass(frozen=True)
 class SnapshotSettings:
-    """width: cap in pixels (narrower frames keep theirs). quality: JPEG quality 1..100."""
+    """width: cap in pixels (narrower frames keep theirs). quality: JPEG quality 1..100. draw_regions: outline the
+    crops the detector ran on (motion regions), a debugging aid."""
 
     width: int = 640
     quality: int = 80
+    draw_regions: bool = False
 
 
 def scaled_to_width(image_bgr: np.ndarray, width: int) -> tuple[np.ndarray, float]:
@@ -57,6 +59,7 @@ def scaled_to_width(image_bgr: np.ndarray, width: int) -> tuple[np.ndarray, floa
 
 
 ZONE_COLOR = (0, 215, 255)  # amber: apart from the class palette's boxes
+CROP_COLOR = (160, 160, 160)  # grey: the crops are the machinery, not what was seen
 
 
 def draw_zones(image_bgr: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> None:
@@ -69,6 +72,15 @@ def draw_zones(image_bgr: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[
         cv2.polylines(image_bgr, [points.reshape(-1, 1, 2)], True, ZONE_COLOR, thickness, cv2.LINE_AA)
         x, y = int(points[0][0]), int(points[0][1])
         cv2.putText(image_bgr, name, (x + 3, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ZONE_COLOR, 1)
+
+
+def draw_crops(image_bgr: np.ndarray, crops: Sequence[tuple[int, int, int, int]], scale: float) -> None:
+    """Outline each crop (xyxy source pixels) in place, dashed-looking thin grey, numbered in run order."""
+    thickness = max(1, round(image_bgr.shape[1] / 640))
+    for number, crop in enumerate(crops, 1):
+        x1, y1, x2, y2 = (round(v * scale) for v in crop)
+        cv2.rectangle(image_bgr, (x1, y1), (x2 - 1, y2 - 1), CROP_COLOR, thickness, cv2.LINE_4)
+        cv2.putText(image_bgr, f"crop {number}", (x1 + 3, y2 - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, CROP_COLOR, 1)
 
 
 def draw_detections(
@@ -139,10 +151,14 @@ def snapshot_jpegs(
     settings: SnapshotSettings,
     track_ids: Sequence[str | None] = (),
     zones: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
+    crops: Sequence[tuple[int, int, int, int]] = (),
 ) -> SnapshotJpegs:
-    """`image_bgr` ((H, W, 3) uint8) scaled once to at most settings.width, encoded clean and then drawn on."""
+    """`image_bgr` ((H, W, 3) uint8) scaled once to at most settings.width, encoded clean and then drawn on.
+    crops: drawn when settings.draw_regions."""
     canvas, scale = scaled_to_width(image_bgr, settings.width)
     clean = _jpeg(canvas, settings.quality)
+    if settings.draw_regions:
+        draw_crops(canvas, crops, scale)
     draw_zones(canvas, zones)
     draw_detections(canvas, detections, names, scale, track_ids)
     return SnapshotJpegs(_jpeg(canvas, settings.quality), clean)

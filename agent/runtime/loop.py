@@ -154,17 +154,18 @@ class AgentLoop:
             return
         if self.runtime is not None and self.runtime.max_fps:
             self._next_frame_mono = picked_up + 1.0 / self.runtime.max_fps
-        gate = self.scene.gate(frame.image, picked_up)
+        gate = self.scene.gate(frame.image, picked_up, self.models.detector.input_side)
         if not gate.detect:
             # Nothing moved: no detector, and no evidence that anything left (tracks and presences wait).
             self.counters.processed += 1
             self.window.add_skipped(gate.motion_ms)
             return
-        detections, pre_ms, inf_ms, post_ms = self.models.detect(frame.image)
+        plan = gate.plan if gate.plan.crops else None
+        detections, pre_ms, inf_ms, post_ms = self.models.detect(frame.image, plan)
         self._follow_models()  # a deployed model that failed just now was rolled back
         self.last_frame_id = frame.frame_id
         hw = (frame.height, frame.width)
-        step = self.scene.after_detect(detections, frame.captured_at, frame.frame_id, hw, gate.still)
+        step = self.scene.after_detect(detections, frame.captured_at, frame.frame_id, hw, gate.still, plan)
         timings = StageTimings(
             capture=age * 1e3,
             preprocess=pre_ms,
@@ -173,7 +174,10 @@ class AgentLoop:
             motion=gate.motion_ms,
             tracking=step.tracking_ms,
         )
-        result = FrameResult(frame.frame_id, frame.captured_at, hw, detections, timings, step.track_ids, step.zones)
+        crops = tuple(crop.box for crop in gate.plan.crops)
+        result = FrameResult(
+            frame.frame_id, frame.captured_at, hw, detections, timings, step.track_ids, step.zones, crops
+        )
         publish_start = time.perf_counter()
         detector = self.models.detector
         detections_on = self.runtime is None or self.runtime.publish_detections

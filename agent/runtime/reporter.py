@@ -60,6 +60,7 @@ class _Shown:
     detections: Detections
     names: Mapping[int, str]
     track_ids: tuple[str | None, ...]
+    crops: tuple[tuple[int, int, int, int], ...]
 
 
 class Reporter:
@@ -138,7 +139,7 @@ class Reporter:
         asked for before any frame came (it is retained, so the newest wins)."""
         if self.settings.snapshot is None:
             return
-        self._shown = _Shown(image, result.detections, names, result.track_ids)
+        self._shown = _Shown(image, result.detections, names, result.track_ids, result.crops)
         if self._snapshot_wanted or started:
             self._snapshot(scene)
 
@@ -160,7 +161,13 @@ class Reporter:
         shown = self._shown
         outlines = [(zone.name, zone.polygon) for zone in scene.zones.zones]
         jpegs = snapshot_jpegs(
-            shown.image, shown.detections, dict(shown.names), self.settings.snapshot, shown.track_ids, outlines
+            shown.image,
+            shown.detections,
+            dict(shown.names),
+            self.settings.snapshot,
+            shown.track_ids,
+            outlines,
+            shown.crops,
         )
         # The drawn one is the picture of the moment (Home Assistant's image); the clean one is the
         # background a page draws its own live boxes on, so no box of this moment stays under them.

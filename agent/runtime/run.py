@@ -65,7 +65,9 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
         report = ReportSettings(
             detections_qos=config.mqtt.detections_qos,
             publish_empty=config.mqtt.publish_empty,
-            snapshot=SnapshotSettings(snapshot.width, snapshot.quality) if snapshot.enabled else None,
+            snapshot=SnapshotSettings(snapshot.width, snapshot.quality, snapshot.draw_regions)
+            if snapshot.enabled
+            else None,
         )
         loop = AgentLoop(
             source,

@@ -15,11 +15,13 @@ import numpy as np
 from agent.config import AgentConfig, ConfigError
 from agent.config.lines import LinesConfig, unknown_line_labels
 from agent.config.zones import ZoneConfig, unknown_zone_labels
+from agent.pipeline.crops import RegionPlan
 from agent.pipeline.detections import Detections
 from agent.scene.lines import LineCounter, LineCounts, LineCrossing
 from agent.scene.motion import DetectionGate, MotionDetector, MotionSettings
 from agent.scene.objects import ObjectEvent, ObjectEvents
 from agent.scene.presence import LabelPresence, PresenceEvent
+from agent.scene.regions import plan_regions
 from agent.scene.tracker import Tracker, TrackerSettings, TrackUpdate
 from agent.scene.zones import ZoneOccupancy
 
@@ -27,7 +29,8 @@ from agent.scene.zones import ZoneOccupancy
 @dataclass(frozen=True)
 class SceneSettings:
     """motion: None = the detector runs on every frame. tracker: None = no tracking (and no zones).
-    end_after: seconds without a label before its presence ends."""
+    end_after: seconds without a label before its presence ends. max_regions: with motion gating, the detector
+    runs on up to this many crops around motion and tracked objects (agent/scene/regions.py); 0 = whole frames."""
 
     motion: MotionSettings | None = field(default_factory=MotionSettings)
     refresh_s: float = 5.0
@@ -36,6 +39,7 @@ class SceneSettings:
     zones: tuple[ZoneConfig, ...] = ()
     end_after: float = 5.0
     lines: LinesConfig = field(default_factory=LinesConfig)
+    max_regions: int = 0
 
     @classmethod
     def presence_only(cls, end_after: float = 5.0) -> SceneSettings:
@@ -51,11 +55,12 @@ class SceneSettings:
 @dataclass(frozen=True)
 class Gate:
     """detect: run the detector on this frame. still: it runs although nothing moved (a refresh).
-    motion_ms: what deciding cost."""
+    motion_ms: what deciding cost (and planning the crops). plan: what the detector looks at."""
 
     detect: bool
     still: bool
     motion_ms: float
+    plan: RegionPlan = field(default_factory=RegionPlan.whole_frame)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Scene:
         lines = settings.lines if self._tracker is not None else LinesConfig()
         self.lines = LineCounter(lines, line_counts or LineCounts(since=time.time()))
         self._last: TrackUpdate | None = None
+        self.crops_run = 0  # crops the detector ran on, and the detector frames that ran on crops
+        self.crop_frames = 0
 
     def renamed(self, names: Mapping[int, str]) -> Scene:
         """A new scene with these settings for a model with other labels (this one is to be closed first);
@@ -114,7 +121,14 @@ class Scene:
         """For stats: frames the detector ran on and frames the gate skipped; none while nothing is watched."""
         if not self.settings.watching:
             return {}
-        return {"detected": self.gate_counts.detected, "motion_skipped": self.gate_counts.skipped}
+        counts = {"detected": self.gate_counts.detected, "motion_skipped": self.gate_counts.skipped}
+        if self.regions_on:
+            counts |= {"regions": self.crops_run, "region_frames": self.crop_frames}
+        return counts
+
+    @property
+    def regions_on(self) -> bool:
+        return self._motion is not None and self.settings.max_regions > 0
 
     @property
     def tracking(self) -> bool:
@@ -126,24 +140,44 @@ class Scene:
         tracks = self._last.tracks if self._last is not None else ()
         return {"active": len(tracks), "stationary": sum(t.stationary for t in tracks)}
 
-    def gate(self, image_bgr: np.ndarray, now_mono: float) -> Gate:
+    def gate(self, image_bgr: np.ndarray, now_mono: float, input_side: int = 0) -> Gate:
+        """input_side: the model's square input in pixels, the least a crop is cut at (with regions on)."""
         if self._motion is None:
             self.gate_counts.detected += 1
             return Gate(True, False, 0.0)
         started = time.perf_counter()
-        moving = self._motion.update(image_bgr).moving
+        motion = self._motion.update(image_bgr)
         missing = self._last is not None and self._last.missing > 0
-        detect = self.gate_counts.should_detect(now_mono, moving, self.tracks["active"] > 0, missing)
-        return Gate(detect, detect and not moving, (time.perf_counter() - started) * 1e3)
+        detect = self.gate_counts.should_detect(now_mono, motion.moving, self.tracks["active"] > 0, missing)
+        plan = RegionPlan.whole_frame()
+        if detect and self.regions_on and input_side > 0:
+            tracked = np.array([t.box for t in self._last.tracks] if self._last else [], np.float32).reshape(-1, 4)
+            # On a still frame (a refresh) the whole frame runs, and crops around the tracked objects beside it,
+            # which it may see too small to find again.
+            plan = plan_regions(
+                motion.regions, tracked, image_bgr.shape[:2], input_side, self.settings.max_regions, not motion.moving
+            )
+            if plan.crops:
+                self.crops_run += len(plan.crops)
+                self.crop_frames += 1
+        return Gate(detect, detect and not motion.moving, (time.perf_counter() - started) * 1e3, plan)
 
     def after_detect(
-        self, detections: Detections, ts: float, frame: int, frame_hw: tuple[int, int], still: bool
+        self,
+        detections: Detections,
+        ts: float,
+        frame: int,
+        frame_hw: tuple[int, int],
+        still: bool,
+        plan: RegionPlan | None = None,
     ) -> SceneStep:
+        """plan: what the detector looked at (None = the whole frame); a tracked object outside it is not missed."""
         started = time.perf_counter()
         if self._tracker is None:
             presence = self._presence.update(detections, ts, frame)
             return SceneStep((), (), [], presence, None, 0.0)
-        update = self._tracker.update(detections, ts, still=still)
+        looked_at = plan.covers if plan is not None and not plan.whole else None
+        update = self._tracker.update(detections, ts, still=still, looked_at=looked_at)
         self._last = update
         ids = [t.id for t in update.tracks]
         labels = [self.names.get(t.class_id, str(t.class_id)) for t in update.tracks]
@@ -204,6 +238,7 @@ def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettin
         zones=config.zones,
         end_after=config.events.end_after,
         lines=config.lines,
+        max_regions=motion.max_regions if motion.regions else 0,
     )
 
 

@@ -169,8 +169,15 @@ class Tracker:
     def active(self) -> int:
         return sum(i is not None for i in self._tracks.ids)
 
-    def update(self, detections: Detections, ts: float, still: bool = False) -> TrackUpdate:
-        """Match one detector frame's detections (ts: its capture time, Unix seconds)."""
+    def update(
+        self,
+        detections: Detections,
+        ts: float,
+        still: bool = False,
+        looked_at: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> TrackUpdate:
+        """Match one detector frame's detections (ts: its capture time, Unix seconds). looked_at: per box
+        ((N, 4) pixels), did the detector look there (it ran on crops of the frame); None = everywhere."""
         gap = 0.0 if self._last_ts is None else max(0.0, ts - self._last_ts)
         dt = 0.0 if still else gap
         self._last_ts = ts
@@ -203,7 +210,9 @@ class Tracker:
                 started.append(tracks.ids[row])
 
         confirmed = np.array([i is not None for i in tracks.ids], bool)
-        lost = confirmed & ~is_matched
+        # A track where the detector did not look this frame (a crop left out) is neither missed nor aged.
+        unseen = ~is_matched & ~looked_at(last) if looked_at is not None else np.zeros(n_tracks, bool)
+        lost = confirmed & ~is_matched & ~unseen
         # A still frame ages only the tracks that the previous detector frame missed too, by the time since it.
         tracks.lost_s[lost & (tracks.misses > 0) if still else lost] += gap
         tracks.misses[lost] += 1
@@ -212,11 +221,12 @@ class Tracker:
         missing = int((lost & ~expired).sum())
         ended = tuple(self._public(row, ts) for row in np.flatnonzero(expired).tolist())
         # A tentative track missed once is dropped: most are false positives.
-        tracks.keep(np.flatnonzero(is_matched | (lost & ~expired)))
+        kept = is_matched | (lost & ~expired) | unseen
+        tracks.keep(np.flatnonzero(kept))
         det_track_row = np.full(n_dets, -1, np.int64)
         if len(det_rows):
             # Rows shifted by the drop: the kept rows' new positions.
-            new_row = np.cumsum(is_matched | (lost & ~expired)) - 1
+            new_row = np.cumsum(kept) - 1
             det_track_row[det_rows] = new_row[rows]
 
         fresh = _new_track_detections(high & (track_of < 0), boxes, scores, det_rows)

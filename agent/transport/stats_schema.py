@@ -76,13 +76,16 @@ class StageLatency:
 
 @dataclass(frozen=True)
 class FrameCounts:
-    """Since the agent started. detected and motion_skipped: while the scene watches (gate counts)."""
+    """Since the agent started. detected and motion_skipped: while the scene watches (gate counts); regions and
+    region_frames: with motion regions on (regions / region_frames is the crops per such frame)."""
 
     processed: int | None = None
     dropped: int | None = None
     stale: int | None = None
     detected: int | None = None
     motion_skipped: int | None = None
+    regions: int | None = None  # with [motion] regions: crops the detector ran on
+    region_frames: int | None = None  # and the detector frames that ran on crops
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from agent.control.deploy.probe import check_detections
 from agent.control.remote_settings import RuntimeSettings
+from agent.pipeline.crops import RegionPlan
 from agent.pipeline.detections import Detections
 from agent.pipeline.detector import Detector, ModelIdentity
 
@@ -92,19 +93,20 @@ class ModelSwitch:
         self._deployments.switched(ready)
         return True
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[Detections, float, float, float]:
-        """Detector.detect() with the detector in use. On probation, a failure (an exception, or detections
-        that make no sense) rolls back to the previous detector, which then detects this frame."""
+    def detect(self, image_bgr: np.ndarray, plan: RegionPlan | None = None) -> tuple[Detections, float, float, float]:
+        """Detector.detect() (or detect_plan() on the plan's views) with the detector in use. On probation, a
+        failure (an exception, or detections that make no sense) rolls back to the previous detector, which
+        then detects this frame."""
         probation = self._probation
         if probation is None:
-            result = self._detector.detect(image_bgr)
+            result = self._run(image_bgr, plan)
         else:
             try:
-                result = self._detector.detect(image_bgr)
+                result = self._run(image_bgr, plan)
                 check_detections(result[0], self._detector.names)
             except Exception as error:  # an untrusted model must not stop the agent: the old one takes over
                 self._roll_back(probation, f"the new model failed in the frame loop: {_first_line(error)}")
-                result = self._detector.detect(image_bgr)
+                result = self._run(image_bgr, plan)
             else:
                 probation.frames_left -= 1
                 if probation.frames_left <= 0:
@@ -114,6 +116,11 @@ class ModelSwitch:
         if self._deployments is not None:
             self._deployments.offer_frame(image_bgr)
         return result
+
+    def _run(self, image_bgr: np.ndarray, plan: RegionPlan | None) -> tuple[Detections, float, float, float]:
+        if plan is None:
+            return self._detector.detect(image_bgr)
+        return self._detector.detect_plan(image_bgr, plan)
 
     def _roll_back(self, probation: _Probation, reason: str) -> None:
         assert self._deployments is not None

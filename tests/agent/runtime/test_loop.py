@@ -76,6 +76,7 @@ class FakeDetector:
     fail_on: detect() calls (1-based) that raise, as a broken model would."""
 
     input_side = 640  # crops are never cut here: the scenes of these tests detect on whole frames
+
     def __init__(self, name: str, names: dict[int, str] | None = None, fail_on: tuple[int, ...] = ()) -> None:
         self.identity = ModelIdentity(name, "fp32", name * 8)
         self.names = names or {0: "circle", 1: "square"}

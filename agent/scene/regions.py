@@ -5,13 +5,12 @@ A 1920x1080 frame letterboxed into a 640 model is shrunk three times, and a pers
 The crops come from the motion boxes and the tracked objects' predicted boxes: each grown by a margin,
 nearby ones merged while the merged crop stays about as sharp, each at least the model's input (where
 the frame is larger) and scaled down only when what it holds is larger. The whole frame is detected
-instead when motion covers most of it, or a crop would need more than the frame's short side.
+instead when motion covers most of it or is all over it, or a crop would need more than the frame's
+short side.
 Each crop costs one model run, so at most `max_regions` run, the largest motion first.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,14 +24,8 @@ MARGIN = 0.25
 MERGE_GROWTH = 1.2
 # Motion boxes covering this share of the frame mean a scene-wide change: the whole frame is detected.
 WHOLE_FRAME_SHARE = 0.5
-# Of many small motion boxes (leaves, rain) only the largest are planned for.
-MAX_CANDIDATES = 64
-
-
-@dataclass(frozen=True)
-class _Cluster:
-    box: tuple[float, float, float, float]
-    motion: float  # moving area inside it, pixels: the larger runs first
+# More separate moving areas than this (rain, snow, a shaking camera) are a scene-wide change too.
+MAX_MOTION_BOXES = 32
 
 
 def plan_regions(
@@ -47,73 +40,68 @@ def plan_regions(
     (predicted boxes of tracked objects); input_side: the model's square input, pixels. whole: the whole
     frame runs anyway (a refresh): the crops then only add what it sees too small, the tracked objects."""
     height, width = frame_hw
-    short = min(height, width)
     if max(height, width) <= input_side:
         return RegionPlan.whole_frame()  # the frame fits the model as it is: a crop would be no sharper
     motion = np.asarray(motion_boxes, np.float64).reshape(-1, 4)
-    if not whole and float(_areas(motion).sum()) >= WHOLE_FRAME_SHARE:
-        return RegionPlan.whole_frame()
-    if len(motion) > MAX_CANDIDATES:
-        motion = motion[np.argsort(-_areas(motion), kind="stable")[:MAX_CANDIDATES]]
-    pixels = motion * np.array([width, height, width, height])
-    clusters = [_Cluster(_tuple(box), float(_areas(box[None])[0])) for box in pixels]
-    clusters += [_Cluster(_tuple(box), 0.0) for box in np.asarray(track_boxes, np.float64).reshape(-1, 4)]
     if whole:
-        clusters = [c for c in clusters if c.motion == 0.0]  # the whole frame looks at the motion already
-    clusters = _merged(clusters, input_side)
-    if any(_side(c.box, input_side) > short for c in clusters):
+        motion = motion[:0]  # the whole frame looks at the motion already
+    elif float(_areas(motion).sum()) >= WHOLE_FRAME_SHARE or len(motion) > MAX_MOTION_BOXES:
+        return RegionPlan.whole_frame()
+    boxes = np.concatenate(
+        [motion * [width, height, width, height], np.asarray(track_boxes, np.float64).reshape(-1, 4)]
+    )
+    weights = np.concatenate([_areas(boxes[: len(motion)]), np.zeros(len(boxes) - len(motion))])
+    merged = _merged(boxes, weights, input_side, min(height, width))
+    if merged is None:
         # Something larger than the frame's short side moves: the whole frame shrinks it least.
         return RegionPlan.whole_frame()
-    clusters.sort(key=lambda c: -c.motion)
-    crops = tuple(_crop(c.box, input_side, frame_hw) for c in clusters[:max_regions])
-    return RegionPlan(crops, whole, dropped=max(0, len(clusters) - max_regions))
+    boxes, weights = merged
+    if float((_sides(boxes, input_side).astype(np.float64) ** 2).sum()) >= height * width:
+        return RegionPlan.whole_frame()  # motion all over (rain, snow): one whole frame costs less than the crops
+    order = np.argsort(-weights, kind="stable")  # the largest motion first, tracked objects without any last
+    crops = tuple(_crop(boxes[i], input_side, frame_hw) for i in order[:max_regions].tolist())
+    return RegionPlan(crops, whole, dropped=max(0, len(boxes) - max_regions))
 
 
-def _merged(clusters: list[_Cluster], input_side: int) -> list[_Cluster]:
-    """Merge pairs while one crop holding both is at most MERGE_GROWTH times the larger of the two."""
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(clusters)):
-            for j in range(i + 1, len(clusters)):
-                a, b = clusters[i], clusters[j]
-                union = _union(a.box, b.box)
-                larger = max(_side(a.box, input_side), _side(b.box, input_side))
-                if _side(union, input_side) <= larger * MERGE_GROWTH:
-                    clusters[i] = _Cluster(union, a.motion + b.motion)
-                    del clusters[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return clusters
+def _merged(
+    boxes: np.ndarray, weights: np.ndarray, input_side: int, short: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Merge the pair whose merged crop is smallest, while it is at most MERGE_GROWTH times the larger of the
+    two; None when a crop would need more than the frame's short side."""
+    sides = _sides(boxes, input_side)
+    while len(boxes) > 1:
+        union = np.concatenate(
+            [np.minimum(boxes[:, None, :2], boxes[None, :, :2]), np.maximum(boxes[:, None, 2:], boxes[None, :, 2:])],
+            axis=2,
+        )
+        union_sides = _sides(union.reshape(-1, 4), input_side).reshape(len(boxes), len(boxes))
+        fits = union_sides <= np.maximum(sides[:, None], sides[None, :]) * MERGE_GROWTH
+        fits &= np.triu(np.ones_like(fits), 1)
+        if not fits.any():
+            break
+        i, j = np.unravel_index(np.argmin(np.where(fits, union_sides, np.inf)), fits.shape)
+        boxes[i], weights[i], sides[i] = union[i, j], weights[i] + weights[j], union_sides[i, j]
+        boxes, weights, sides = np.delete(boxes, j, 0), np.delete(weights, j), np.delete(sides, j)
+    if (sides > short).any():
+        return None
+    return boxes, weights
 
 
-def _side(box: tuple[float, float, float, float], input_side: int) -> int:
-    """The crop side for a box: its larger side plus the margins, at least the model's input."""
-    larger = max(box[2] - box[0], box[3] - box[1])
-    return max(input_side, int(np.ceil(larger * (1 + 2 * MARGIN))))
+def _sides(boxes: np.ndarray, input_side: int) -> np.ndarray:
+    """The crop side per box: its larger side plus the margins, at least the model's input."""
+    larger = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return np.maximum(input_side, np.ceil(larger * (1 + 2 * MARGIN))).astype(np.int64)
 
 
-def _crop(box: tuple[float, float, float, float], input_side: int, frame_hw: tuple[int, int]) -> Crop:
-    """The square of `_side` centred on the box, moved inside the frame."""
+def _crop(box: np.ndarray, input_side: int, frame_hw: tuple[int, int]) -> Crop:
+    """The square of `_sides` centred on the box, moved inside the frame."""
     height, width = frame_hw
-    side = min(_side(box, input_side), height, width)
+    side = min(int(_sides(box[None], input_side)[0]), height, width)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     x = round(min(max(cx - side / 2, 0), width - side))
     y = round(min(max(cy - side / 2, 0), height - side))
-    return Crop(x, y, side)
-
-
-def _union(
-    a: tuple[float, float, float, float], b: tuple[float, float, float, float]
-) -> tuple[float, float, float, float]:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+    return Crop(int(x), int(y), side)
 
 
 def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _tuple(box: np.ndarray) -> tuple[float, float, float, float]:
-    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))

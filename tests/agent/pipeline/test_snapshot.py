@@ -157,3 +157,17 @@ def test_the_clean_picture_is_the_drawn_one_without_its_drawing() -> None:
     assert drawn.shape == clean.shape == expected.shape
     assert np.abs(clean.astype(np.int16) - expected).max() < 16, "nothing drawn on the clean one"
     assert np.abs(drawn.astype(np.int16) - expected).max() > 100, "the drawn one has its boxes"
+
+
+def test_crops_are_outlined_only_when_asked_for() -> None:
+    """[snapshot] draw_regions: where the detector looked (motion regions), scaled with the frame."""
+    image = np.full((1080, 1920, 3), 40, np.uint8)
+    crops = [(640, 320, 960, 640)]
+    kwargs = {"track_ids": (), "zones": (), "crops": crops}
+    shown = snapshot_jpegs(image, Detections.empty(), NAMES, SnapshotSettings(960, 95, draw_regions=True), **kwargs)
+    hidden = snapshot_jpegs(image, Detections.empty(), NAMES, SnapshotSettings(960, 95), **kwargs)
+    drawn = cv2.imdecode(np.frombuffer(shown.drawn, np.uint8), cv2.IMREAD_COLOR)
+    plain = cv2.imdecode(np.frombuffer(hidden.drawn, np.uint8), cv2.IMREAD_COLOR)
+    left_edge = drawn[170:310, 320].astype(int)  # the crop's left side at half scale: x 320, y 160..320
+    assert (left_edge.mean(axis=1) > 120).all(), "a grey outline where the crop's edge is"
+    assert plain[170:310, 320].mean() < 60 and drawn[400:500, 800].mean() < 60, "nothing elsewhere, or when off"

@@ -255,3 +255,19 @@ def test_many_tracks_are_matched_and_reordered_consistently() -> None:
             if i >= 1:
                 assert owner.setdefault(int(order[j]), track_id) == track_id, (i, int(order[j]))
     assert len(set(owner.values())) == 20 and tracker.active == 20
+
+
+def test_a_track_where_the_detector_did_not_look_is_neither_missed_nor_ended() -> None:
+    """With motion regions, a frame may run on crops that leave a tracked object out: that is no evidence it left."""
+    tracker = counter_ids()
+    box = (10.0, 50.0, 50.0, 90.0, 0.9, 0)
+    for i in range(3):
+        tracker.update(dets(box), i / FPS)
+    elsewhere = lambda boxes: np.zeros(len(boxes), bool)  # noqa: E731 - the crops were all somewhere else
+    for i in range(3, 60):  # 5.7 s, well past max_lost_s
+        update = tracker.update(Detections.empty(), i / FPS, looked_at=elsewhere)
+        assert [t.id for t in update.tracks] == ["t1"] and update.missing == 0 and not update.ended
+    there = lambda boxes: np.ones(len(boxes), bool)  # noqa: E731
+    ended = [t.id for i in range(60, 90) for t in tracker.update(Detections.empty(), i / FPS, looked_at=there).ended]
+    assert ended == ["t1"], "looked at and not found: it ends after max_lost_s as always"
+    assert tracker.update(dets(box), 9.0, looked_at=elsewhere).track_ids == (None,)

@@ -66,6 +66,8 @@ STATS_FIELDS: tuple[StatsField, ...] = (
     _counter("frames.stale", "yolo_edge_frames_stale_total", "Frames skipped as too old since the agent started"),
     _counter("frames.motion_skipped", "yolo_edge_frames_motion_skipped_total", "Frames the motion gate kept"),
     _counter("frames.detected", "yolo_edge_frames_detected_total", "Frames the detector ran on"),
+    _counter("frames.region_frames", "yolo_edge_frames_regions_total", "Detector frames that ran on motion regions"),
+    _counter("frames.regions", "yolo_edge_region_crops_total", "Crops the detector ran on (motion regions)"),
     _counter("events.lost", "yolo_edge_events_lost_total", "Events lost because memory was full too"),
     _counter("mqtt.reconnects", "yolo_edge_mqtt_reconnects_total", "Broker connections after the first"),
     _counter("mqtt.outbox_errors", "yolo_edge_outbox_errors_total", "Outbox writes that failed"),

@@ -295,6 +295,8 @@ def test_every_stats_field_in_base_units() -> None:
     assert value(samples, "yolo_edge_stage_latency_max_seconds", device="pi", stage="total") == 0.0905
     assert value(samples, "yolo_edge_mqtt_dropped_messages_total", device="pi", reason="outbox_age") == 2
     assert value(samples, "yolo_edge_frames_motion_skipped_total", device="pi") == 800
+    assert value(samples, "yolo_edge_region_crops_total", device="pi") == 530
+    assert value(samples, "yolo_edge_frames_regions_total", device="pi") == 390
     throttling = {
         c: value(samples, "yolo_edge_board_throttling", device="pi", condition=c)
         for c in ("under_voltage", "throttled", "frequency_capped")

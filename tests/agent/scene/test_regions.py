@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.pipeline.crops import Crop, RegionPlan
-from agent.scene.regions import MARGIN, MAX_MOTION_BOXES, plan_regions
+from agent.scene.regions import MARGIN, MAX_MOTION_BOXES, MIN_SHRINK, plan_regions
 
 FRAME = (1080, 1920)
 NO_TRACKS = np.zeros((0, 4), np.float32)
@@ -53,10 +53,12 @@ def test_something_larger_than_the_short_side_runs_the_whole_frame() -> None:
     assert plan.whole and not plan.crops
 
 
-def test_a_frame_that_fits_the_model_is_never_cropped() -> None:
-    plan = plan_regions(np.array([[0.1, 0.1, 0.2, 0.2]]), NO_TRACKS, (480, 640), 640, 3)
-    assert plan.whole and not plan.crops
-    assert plan_regions(np.array([[0.1, 0.1, 0.2, 0.2]]), NO_TRACKS, (480, 640), 320, 3).crops, "a 320 model gains"
+def test_a_frame_shrunk_less_than_min_shrink_is_never_cropped() -> None:
+    motion = np.array([[0.1, 0.1, 0.2, 0.2]])
+    assert plan_regions(motion, NO_TRACKS, (480, 640), 640, 3).whole
+    assert plan_regions(motion, NO_TRACKS, (480, 640), 256, 3).whole, "2.5x: the whole frame sees enough"
+    assert plan_regions(motion, NO_TRACKS, (480, 640), int(640 / MIN_SHRINK), 3).crops
+    assert plan_regions(motion, NO_TRACKS, (720, 1280), 320, 3).crops
 
 
 def test_nearby_motion_shares_a_crop_and_far_apart_motion_gets_two() -> None:
@@ -90,7 +92,7 @@ def test_a_refresh_runs_the_whole_frame_and_crops_around_the_tracked_objects() -
 
 def test_motion_in_a_few_places_gets_crops_and_all_over_the_frame_the_whole_frame() -> None:
     rng = np.random.default_rng(1)
-    leaves = rng.uniform(0, 200, size=(MAX_MOTION_BOXES, 2)) + np.array([1500, 100])  # a tree shaking, 200 x 200
+    leaves = rng.uniform(0, 150, size=(MAX_MOTION_BOXES, 2)) + np.array([1500, 100])  # a tree shaking, 150 x 150
     tree = plan_regions(norm(*np.concatenate([leaves, leaves + 6], axis=1)), NO_TRACKS, FRAME, 320, 4)
     assert len(tree.crops) == 1 and tree.crops[0].side == 320
     rain = rng.uniform(0, 0.99, size=(MAX_MOTION_BOXES + 1, 2))

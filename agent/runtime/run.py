@@ -24,6 +24,7 @@ from agent.runtime.reporter import Reporter, ReportSettings
 from agent.runtime.startup import open_configured_source, runtime_settings, startup_model
 from agent.scene.scene import Scene, scene_settings
 from agent.system.board import BoardHealth
+from agent.system.code_pages import release_startup_pages
 from agent.system.notify import SystemdNotifier
 from agent.transport.publisher import Publisher, StdoutPublisher
 from agent.transport.stats_schema import Stats
@@ -81,6 +82,8 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             hooks=hooks,
             stop=stop,
         )
+        # Started: the library code that importing and building the session touched is not needed again.
+        release_startup_pages()
         try:
             counters = loop.run()
         finally:

@@ -153,6 +153,19 @@ class Observer:
         self.client.disconnect()
 
 
+def agent_version() -> str:
+    """The last commit of agent/, and whether the checkout's agent/ differs from it: what the runs ran."""
+    try:
+        last = subprocess.run(["git", "log", "-1", "--format=%h %cI", "--", "agent/"], cwd=ROOT, capture_output=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "agent/"], cwd=ROOT, capture_output=True)
+    except OSError:
+        return "unknown (no git)"
+    if last.returncode or not last.stdout.strip():
+        return "unknown (not a git checkout)"
+    changed = len(dirty.stdout.decode().splitlines())
+    return last.stdout.decode().strip() + (f", with {changed} uncommitted file(s) in agent/" if changed else "")
+
+
 def prepare_video(workdir: Path, scene: FarScene) -> Path:
     # Named by what it shows, so a --workdir never serves a video of another plan.
     digest = hashlib.sha256(repr(scene).encode()).hexdigest()[:12]
@@ -256,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["YOLO_OFFLINE"] = "1"
     args.out.mkdir(parents=True, exist_ok=True)
     scene = plan_far_scene(args.seconds, args.fps)
-    facts = {"cores": logical_cpus(), "load average at start (1/5/15 min)": load_average()}
+    facts = {
+        "cores": logical_cpus(),
+        "load average at start (1/5/15 min)": load_average(),
+        "agent code": agent_version(),
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="regions-bench-") as temp:
         workdir = (args.workdir or Path(temp)).resolve()

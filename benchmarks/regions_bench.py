@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt
 from benchmarks.fixture.far_video import FarScene, plan_far_scene, write_far_video
 from benchmarks.machine import load_average, logical_cpus, process_cpu_seconds
 from benchmarks.mosquitto import Broker
+from benchmarks.regions_ceiling import ceiling
 from benchmarks.regions_report import write_outputs
 from benchmarks.regions_scoring import Score, Seen, parse_detections, score_run
 from benchmarks.tables import progress
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             observer.close()
             broker.stop()
+        if all(r.returncode == 0 for r in runs):
+            progress("the ceiling: each bundle on one crop centred on each object, every third frame")
+            ceilings = {size: ceiling(bundles[size], video, scene, args.threads) for size in (640, 320)}
     failed = [r for r in runs if r.returncode != 0]
     for run in failed:
         print(f"regions_bench: {run.contender.name} exited {run.returncode}:\n{run.stderr[-2000:]}", file=sys.stderr)
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         seen = observer.seen(run.contender.device)
         scores[run.contender.name] = score_run(scene, seen)
-    write_outputs(args, argv, scene, facts, runs, scores, observer)
+    write_outputs(args, argv, scene, facts, runs, scores, observer, ceilings)
     return 0
 
 

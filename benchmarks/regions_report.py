@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.system.board import cpu_model
 from benchmarks.fixture.far_video import HEIGHT, SIZES, WIDTH, FarScene, true_boxes
+from benchmarks.regions_ceiling import CEILING_SPAN
 from benchmarks.regions_scoring import MATCH_IOU, Score
 from benchmarks.tables import Table, command_line, render_markdown, render_text
 
@@ -180,7 +181,36 @@ def tables(scene: FarScene, runs: dict[str, Any], scores: dict[str, Score], obse
     ]
 
 
-def plot(path: Path, runs: dict[str, Any], scores: dict[str, Score]) -> None:
+def ceiling_table(scores: dict[str, Score], ceilings: dict[int, dict[int, tuple[int, int]]]) -> Table:
+    """Each regions contender beside what its model finds on the best crop an object could get."""
+    headers, rows = ["object height"], []
+    for imgsz in sorted(ceilings, reverse=True):
+        headers += [f"{imgsz} on a centred crop", f"regions {imgsz}", f"whole {imgsz}"]
+    for size in SIZES:
+        row = [f"{size} px"]
+        for imgsz in sorted(ceilings, reverse=True):
+            found, tried = ceilings[imgsz][size]
+            row.append(f"{_pct(found / tried if tried else None)} of {tried}")
+            for kind in ("regions", "whole"):
+                name = f"{kind} {imgsz}"
+                row.append(_pct(scores[name].bucket(size).recall) if name in scores else "-")
+        rows.append(tuple(row))
+    return Table(
+        "The ceiling: each model on one crop centred on each object, against the agent's recall",
+        tuple(headers),
+        tuple(rows),
+        (
+            f"Centred crop: a square of {CEILING_SPAN:g} times the object's height, at least the model's input, moved "
+            "inside the frame, letterboxed by the agent's detector (in process, every third frame, decoded from the "
+            "same file). Below it, the planning lost the object (no crop, a crop cut short, the whole frame "
+            "instead); at it, only the model's own limits are left.",
+        ),
+    )
+
+
+def plot(
+    path: Path, runs: dict[str, Any], scores: dict[str, Score], ceilings: dict[int, dict[int, tuple[int, int]]]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,6 +221,10 @@ def plot(path: Path, runs: dict[str, Any], scores: dict[str, Score]) -> None:
     for name, score in scores.items():
         points = [(b.size, 100 * b.recall) for b in score.buckets if b.recall is not None]
         left.plot(*zip(*points, strict=True), styles.get(name, "-"), marker="o", label=name)
+    for imgsz, tally in sorted(ceilings.items(), reverse=True):
+        points = [(size, 100 * found / tried) for size, (found, tried) in tally.items() if tried]
+        color = "C0" if imgsz == 640 else "C1"
+        left.plot(*zip(*points, strict=True), color=color, ls=":", lw=1, label=f"{imgsz} on a centred crop")
     for size, text in ((SMALL, "1/20"), (LARGE, "1/10")):
         left.axvline(size, color="0.6", ls=":", lw=1)
         left.text(size, 2, f" {text}", fontsize=8, color="0.4")
@@ -237,6 +271,7 @@ def write_outputs(
     run_list: list[Any],
     scores: dict[str, Score],
     observer: Any,
+    ceilings: dict[int, dict[int, tuple[int, int]]],
 ) -> None:
     runs = {run.contender.name: run for run in run_list}
     facts = {
@@ -254,11 +289,12 @@ def write_outputs(
         Table("Machine and set-up", ("fact", "value"), tuple(facts.items())),
         Table("Targets", ("figure", "wanted", "measured", "result"), tuple(goals(runs, scores))),
         *tables(scene, runs, scores, observer),
+        ceiling_table(scores, ceilings),
     ]
     for table in all_tables:
         print(render_text(table))
     png, md = args.out / "regions_bench.png", args.out / "regions_bench.md"
-    plot(png, runs, scores)
+    plot(png, runs, scores, ceilings)
     text = [
         "# Motion regions",
         "",

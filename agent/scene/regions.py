@@ -32,6 +32,10 @@ MAX_MOTION_BOXES = 32
 # into 320): a smaller frame shows objects large enough already, and crops there cost runs for nothing
 # (the 640x480 sample video on the 256 fixture model: 1.6x the CPU for 325 objects found against 322).
 MIN_SHRINK = 3.0
+# An object at least this many pixels across in the whole frame as the model sees it is found there: it
+# gets no crop of its own (the whole frame runs once for every such object). A crop would show it larger
+# than a model sees most objects in training, and cost a run per object.
+SEEN_PX = 64
 
 
 def plan_regions(
@@ -44,7 +48,8 @@ def plan_regions(
 ) -> RegionPlan:
     """Crops for one frame. motion_boxes: (K, 4) xyxy, 0..1 of the frame; track_boxes: (M, 4) xyxy pixels
     (predicted boxes of tracked objects); input_side: the model's square input, pixels. whole: the whole
-    frame runs anyway (a refresh): the crops then only add what it sees too small, the tracked objects."""
+    frame runs anyway (a refresh): the crops then only add what it sees too small, the tracked objects.
+    Large objects are left to the whole frame, which then runs too (SEEN_PX)."""
     height, width = frame_hw
     if max(height, width) < MIN_SHRINK * input_side:
         return RegionPlan.whole_frame()
@@ -57,6 +62,12 @@ def plan_regions(
         [motion * [width, height, width, height], np.asarray(track_boxes, np.float64).reshape(-1, 4)]
     )
     weights = np.concatenate([_areas(boxes[: len(motion)]), np.zeros(len(boxes) - len(motion))])
+    seen = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * input_side / max(height, width)
+    large = seen >= SEEN_PX
+    whole = whole or bool(large.any())
+    boxes, weights = boxes[~large], weights[~large]
+    if not len(boxes):
+        return RegionPlan.whole_frame()
     merged = _merged(boxes, weights, input_side, min(height, width))
     if merged is None:
         # Something larger than the frame's short side moves: the whole frame shrinks it least.

@@ -103,6 +103,7 @@ class Scene:
         lines = settings.lines if self._tracker is not None else LinesConfig()
         self.lines = LineCounter(lines, line_counts or LineCounts(since=time.time()))
         self._last: TrackUpdate | None = None
+        self._last_ts = 0.0  # the last detector frame's capture time
         self.crops_run = 0  # crops the detector ran on, and the detector frames that ran on crops
         self.crop_frames = 0
 
@@ -151,11 +152,15 @@ class Scene:
         detect = self.gate_counts.should_detect(now_mono, motion.moving, self.tracks["active"] > 0, missing)
         plan = RegionPlan.whole_frame()
         if detect and self.regions_on and input_side > 0:
-            tracked = np.array([t.box for t in self._last.tracks] if self._last else [], np.float32).reshape(-1, 4)
+            tracks = self._last.tracks if self._last is not None else ()
+            tracked = np.array([t.box for t in tracks], np.float32).reshape(-1, 4)
             # On a still frame (a refresh) the whole frame runs, and crops around the tracked objects beside it,
-            # which it may see too small to find again.
+            # which it may see too small to find again. So it does when a crop left out by max_regions has not
+            # looked at a tracked object for refresh_s: each is looked at that often, as the gate promises.
+            overdue = any(self._last_ts - t.looked_ts >= self.settings.refresh_s for t in tracks)
+            whole = not motion.moving or overdue
             plan = plan_regions(
-                motion.regions, tracked, image_bgr.shape[:2], input_side, self.settings.max_regions, not motion.moving
+                motion.regions, tracked, image_bgr.shape[:2], input_side, self.settings.max_regions, whole
             )
             if plan.crops:
                 self.crops_run += len(plan.crops)
@@ -176,7 +181,11 @@ class Scene:
         if self._tracker is None:
             presence = self._presence.update(detections, ts, frame)
             return SceneStep((), (), [], presence, None, 0.0)
-        looked_at = plan.covers if plan is not None and not plan.whole else None
+        self._last_ts = ts
+        looked_at = None
+        if plan is not None and not plan.whole:
+            # A predicted box whose centre left the frame is where nothing can be looked at: it ages as usual.
+            looked_at = lambda boxes: plan.covers(boxes) | _outside(boxes, frame_hw)  # noqa: E731
         update = self._tracker.update(detections, ts, still=still, looked_at=looked_at)
         self._last = update
         ids = [t.id for t in update.tracks]
@@ -240,6 +249,13 @@ def scene_settings(config: AgentConfig, names: Mapping[int, str]) -> SceneSettin
         lines=config.lines,
         max_regions=motion.max_regions if motion.regions else 0,
     )
+
+
+def _outside(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Per box ((N, 4) pixels): is its centre outside the frame."""
+    height, width = frame_hw
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    return (cx < 0) | (cx > width) | (cy < 0) | (cy > height)
 
 
 def _as_detections(update: TrackUpdate) -> Detections:

@@ -54,7 +54,8 @@ class TrackerSettings:
 
 @dataclass(frozen=True)
 class TrackedObject:
-    """A confirmed track as of the last detector frame. box: xyxy source pixels (read-only)."""
+    """A confirmed track as of the last detector frame. box: xyxy source pixels (read-only). looked_ts: when
+    the detector last looked where it is (with motion regions, a frame may leave it out)."""
 
     id: str
     class_id: int
@@ -65,6 +66,7 @@ class TrackedObject:
     last_seen_ts: float
     stationary: bool
     hits: int
+    looked_ts: float
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class _Tracks:
         self.top_score = np.zeros(0)
         self.start_ts = np.zeros(0)
         self.last_seen_ts = np.zeros(0)
+        self.looked_ts = np.zeros(0)
         self.anchor = np.zeros((0, 2))  # centre where the object last started to stand still
         self.anchor_ts = np.zeros(0)
         self.hits = np.zeros(0, np.int64)
@@ -116,6 +119,7 @@ class _Tracks:
         self.top_score = np.concatenate([self.top_score, scores])
         self.start_ts = np.concatenate([self.start_ts, np.full(n, ts)])
         self.last_seen_ts = np.concatenate([self.last_seen_ts, np.full(n, ts)])
+        self.looked_ts = np.concatenate([self.looked_ts, np.full(n, ts)])
         self.anchor = np.concatenate([self.anchor, to_cxcywh(boxes)[:, :2]])
         self.anchor_ts = np.concatenate([self.anchor_ts, np.full(n, ts)])
         self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
@@ -146,8 +150,8 @@ class _Tracks:
     def keep(self, rows: np.ndarray) -> None:
         """Keep only these rows (indices, in order)."""
         self.filters.keep(rows)
-        for name in ("box", "score", "top_score", "start_ts", "last_seen_ts", "anchor", "anchor_ts", "hits",
-                     "lost_s", "misses", "class_scores"):  # fmt: skip
+        for name in ("box", "score", "top_score", "start_ts", "last_seen_ts", "looked_ts", "anchor", "anchor_ts",
+                     "hits", "lost_s", "misses", "class_scores"):  # fmt: skip
             setattr(self, name, getattr(self, name)[rows])
         self.ids = [self.ids[i] for i in rows.tolist()]
 
@@ -213,10 +217,11 @@ class Tracker:
         # A track where the detector did not look this frame (a crop left out) is neither missed nor aged.
         unseen = ~is_matched & ~looked_at(last) if looked_at is not None else np.zeros(n_tracks, bool)
         lost = confirmed & ~is_matched & ~unseen
+        tracks.looked_ts[~unseen] = ts
         # A still frame ages only the tracks that the previous detector frame missed too, by the time since it.
         tracks.lost_s[lost & (tracks.misses > 0) if still else lost] += gap
         tracks.misses[lost] += 1
-        tracks.box[lost] = predicted[lost]
+        tracks.box[lost | unseen] = predicted[lost | unseen]  # where to look for it next
         expired = lost & (tracks.lost_s > self.settings.max_lost_s)
         missing = int((lost & ~expired).sum())
         ended = tuple(self._public(row, ts) for row in np.flatnonzero(expired).tolist())
@@ -270,6 +275,7 @@ class Tracker:
             last_seen_ts=last_seen,
             stationary=last_seen - float(tracks.anchor_ts[row]) >= self.settings.stationary_s,
             hits=int(tracks.hits[row]),
+            looked_ts=float(tracks.looked_ts[row]),
         )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.pipeline.crops import Crop, RegionPlan
-from agent.scene.regions import MARGIN, MAX_MOTION_BOXES, MIN_SHRINK, plan_regions
+from agent.scene.regions import MARGIN, MAX_MOTION_BOXES, MIN_SHRINK, SEEN_PX, plan_regions
 
 FRAME = (1080, 1920)
 NO_TRACKS = np.zeros((0, 4), np.float32)
@@ -37,10 +37,19 @@ def test_a_crop_near_the_edge_moves_inside_the_frame() -> None:
     assert crop == Crop(1920 - 640, 1080 - 640, 640)
 
 
-def test_a_large_motion_is_cut_with_its_margin_and_scaled_down_by_the_model() -> None:
-    box = (100.0, 100.0, 500.0, 400.0)  # 400 px wide: more than a 320 input
+def test_a_larger_motion_is_cut_with_its_margin_and_scaled_down_by_the_model() -> None:
+    box = (100.0, 100.0, 400.0, 350.0)  # 300 px wide: more than a 320 input, 50 px in the whole frame at 320
     (crop,) = plan_regions(norm(box), NO_TRACKS, FRAME, 320, 3).crops
-    assert crop.side == pytest.approx(400 * (1 + 2 * MARGIN), abs=1) and inside(box, crop)
+    assert crop.side == pytest.approx(300 * (1 + 2 * MARGIN), abs=1) and inside(box, crop)
+
+
+def test_an_object_the_whole_frame_shows_large_enough_gets_no_crop_the_whole_frame_runs() -> None:
+    large = (100.0, 100.0, 100.0 + SEEN_PX * 6, 300.0)  # SEEN_PX at a 320 model's scale of 1/6
+    small = (1500.0, 800.0, 1540.0, 840.0)
+    alone = plan_regions(norm(large), NO_TRACKS, FRAME, 320, 3)
+    assert alone == RegionPlan.whole_frame()
+    both = plan_regions(norm(large, small), NO_TRACKS, FRAME, 320, 3)
+    assert both.whole and len(both.crops) == 1 and inside(small, both.crops[0]) and both.runs == 2
 
 
 def test_motion_over_most_of_the_frame_runs_the_whole_frame() -> None:

@@ -3,12 +3,14 @@ with onnxruntime's thread spinning on (its default, the agent's) and off, side b
 
     python -m benchmarks.overhead_bench [--model FP32.onnx] [--frames 100] [--rounds 3] [--out DIR]
 
-Bare: InferenceModel.run on preprocessed tensors, nothing else. Agent: AgentLoop in this process on
-a 640x480 MJPG video (decoding in its reader thread, letterbox, postprocess, publishing to a
-publisher that discards), motion gating and tracking off as in the agent_bench rows. Every
-configuration runs bare and agent back to back in each round, configurations rotating from round to
-round; the ratio is the median of the per-round ratios. Spinning off is set here by wrapping the
-agent's session options (the agent itself keeps onnxruntime's default).
+Bare: InferenceModel.run on preprocessed tensors, nothing else, its threads spinning between runs as
+onnxruntime's default has them (the agent stops them between runs when they take every core, which
+leaves the bare loop's speed as it was). Agent: AgentLoop in this process on a 640x480 MJPG video
+(decoding in its reader thread, letterbox, postprocess, publishing to a publisher that discards),
+motion gating and tracking off as in the agent_bench rows. Every configuration runs bare and agent
+back to back in each round, configurations rotating from round to round; the ratio is the median of
+the per-round ratios. Spinning off is set here by wrapping the agent's session options (the agent
+itself keeps onnxruntime's default).
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from agent.pipeline import inference
-from agent.pipeline.inference import default_threads
-from benchmarks.agent_bench import machine_facts, preprocessed_tensors, run_agent_inprocess, run_bare, worker_cmd
+from agent.pipeline.inference import InferenceModel, default_threads
+from benchmarks.agent_bench import WARMUP_FRAMES, machine_facts, preprocessed_tensors, run_agent_inprocess, worker_cmd
 from benchmarks.fixture.video import write_shapes_video
 from benchmarks.tables import Table, command_line, progress, render_markdown, render_text
 
@@ -59,6 +64,17 @@ def spinning(enabled: bool) -> Iterator[None]:
         yield
     finally:
         inference.session_options = original  # type: ignore[assignment]
+
+
+def run_bare(model: Path, tensors: list[np.ndarray], frames: int, threads: int) -> float:
+    """Frames per second of InferenceModel.run alone, onnxruntime's threads spinning between runs."""
+    bare = InferenceModel(model, threads, quiet_between_runs=False)
+    for i in range(WARMUP_FRAMES):
+        bare.run(tensors[i % len(tensors)])
+    started = time.perf_counter()
+    for i in range(frames):
+        bare.run(tensors[i % len(tensors)])
+    return frames / (time.perf_counter() - started)
 
 
 def export_model(workdir: Path) -> Path:
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             shift = round_index % len(configs)
             for config in configs[shift:] + configs[:shift]:
                 with spinning(config.spinning):
-                    bare = run_bare(model, tensors, args.frames, config.threads).fps
+                    bare = run_bare(model, tensors, args.frames, config.threads)
                     agent = run_agent_inprocess(model, video, args.frames, config.threads).fps
                 results[config].append((bare, agent))
                 progress(

@@ -1,7 +1,8 @@
 """The agent's memory against Ultralytics' on the same FP32 model, with start-up beside it.
 
-    python -m benchmarks.memory_bench [--models yolov8s,yolo11n] [--imgsz 640] [--frames 40]
-                                      [--threads 2] [--rounds 2] [--workdir DIR] [--out benchmarks/results]
+    python -m benchmarks.memory_bench [--models yolov8s,yolo11n] [--contenders all] [--imgsz 640]
+                                      [--frames 40] [--threads 2] [--rounds 2] [--workdir DIR]
+                                      [--out benchmarks/results]
 
 Each model is built untrained from Ultralytics' own architecture file (yolov8s.yaml, yolo11n.yaml: 80
 classes, the real sizes; memory does not depend on the weights' values, and nothing is downloaded),
@@ -11,6 +12,8 @@ its own with an empty state directory, motion gating off so that every frame run
 and Ultralytics' YOLO(onnx) on the bundle's FP32 model. Peak RSS is the child's VmHWM; steady RSS
 the median VmRSS sampled from its first detections to its last; start-up the time from launch to the
 first detections. Rounds alternate the contenders; the tables give the median over rounds.
+--contenders picks some of them while iterating (e.g. "agent int8"); the peak / Ultralytics column
+and the targets that need Ultralytics are then left out.
 """
 
 from __future__ import annotations
@@ -135,9 +138,9 @@ def tables(
 ) -> list[Table]:
     rows, targets = [], []
     for arch, by_name in results.items():
-        ultra = statistics.median(m.peak_mb for m in by_name["ultralytics fp32"])
-        for name in CONTENDERS:
-            runs = by_name[name]
+        runs_ultra = by_name.get("ultralytics fp32")
+        ultra = statistics.median(m.peak_mb for m in runs_ultra) if runs_ultra else None
+        for name, runs in by_name.items():
             peak = statistics.median(m.peak_mb for m in runs)
             rows.append(
                 (
@@ -145,21 +148,22 @@ def tables(
                     name,
                     f"{peak:.0f}",
                     f"{statistics.median(m.steady_mb for m in runs):.0f}",
-                    f"{peak / ultra:.3f}x",
+                    f"{peak / ultra:.3f}x" if ultra else "-",
                     f"{statistics.median(m.startup_s for m in runs):.2f}",
                     " / ".join(f"{m.peak_mb:.0f}" for m in runs),
                 )
             )
-        fp32 = statistics.median(m.peak_mb for m in by_name["agent fp32"]) / ultra
-        targets.append(
-            (
-                f"{arch} agent FP32 peak / Ultralytics peak",
-                f"<= {TARGET_FP32_VS_ULTRA}x",
-                f"{fp32:.3f}x",
-                _verdict(fp32 <= TARGET_FP32_VS_ULTRA),
+        if ultra and "agent fp32" in by_name:
+            fp32 = statistics.median(m.peak_mb for m in by_name["agent fp32"]) / ultra
+            targets.append(
+                (
+                    f"{arch} agent FP32 peak / Ultralytics peak",
+                    f"<= {TARGET_FP32_VS_ULTRA}x",
+                    f"{fp32:.3f}x",
+                    _verdict(fp32 <= TARGET_FP32_VS_ULTRA),
+                )
             )
-        )
-        if arch == "yolov8s":
+        if arch == "yolov8s" and "agent int8" in by_name:
             int8 = statistics.median(m.peak_mb for m in by_name["agent int8"])
             targets.append(
                 (
@@ -206,12 +210,13 @@ def plot(results: dict[str, dict[str, list[Measured]]], path: Path) -> None:
 
     figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
     for ax, (arch, by_name) in zip(axes[0], results.items(), strict=True):
-        peaks = [statistics.median(m.peak_mb for m in by_name[n]) for n in CONTENDERS]
-        steady = [statistics.median(m.steady_mb for m in by_name[n]) for n in CONTENDERS]
-        y = range(len(CONTENDERS))
+        names = list(by_name)
+        peaks = [statistics.median(m.peak_mb for m in by_name[n]) for n in names]
+        steady = [statistics.median(m.steady_mb for m in by_name[n]) for n in names]
+        y = range(len(names))
         ax.barh(y, peaks, color="#9db4d6", label="peak")
         ax.barh(y, steady, color="#2f5d9e", height=0.4, label="steady")
-        ax.set_yticks(list(y), CONTENDERS)
+        ax.set_yticks(list(y), names)
         ax.invert_yaxis()
         ax.set_xlabel("RSS MB")
         ax.set_title(arch)
@@ -226,6 +231,9 @@ def plot(results: dict[str, dict[str, list[Measured]]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="yolov8s,yolo11n", help="Ultralytics architectures, comma-separated")
+    parser.add_argument(
+        "--contenders", default="all", help=f"comma-separated, of: {', '.join(CONTENDERS)} (default: all)"
+    )
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
@@ -236,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     archs = [a.strip() for a in args.models.split(",") if a.strip()]
     if not archs or args.frames < 2 or args.rounds < 1 or args.threads < 1:
         parser.error("--models needs a name, --frames at least 2, --rounds and --threads at least 1")
+    picked = CONTENDERS if args.contenders == "all" else tuple(c.strip() for c in args.contenders.split(","))
+    if not picked or any(c not in CONTENDERS for c in picked):
+        parser.error(f"--contenders takes 'all' or some of: {', '.join(CONTENDERS)}")
+    contenders = tuple(c for c in CONTENDERS if c in picked)
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -246,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             write_shapes_video(video, frames=args.frames + 10, height=VIDEO_HW[0], width=VIDEO_HW[1])
         bundles = {arch: build_bundle(arch, args.imgsz, workdir, data_yaml, args.threads) for arch in archs}
         dirs = ChildStateDirs(workdir / f"states-{time.time_ns()}")
-        results: dict[str, dict[str, list[Measured]]] = {a: {n: [] for n in CONTENDERS} for a in archs}
+        results: dict[str, dict[str, list[Measured]]] = {a: {n: [] for n in contenders} for a in archs}
         for round_index in range(args.rounds):
-            order = CONTENDERS[round_index % len(CONTENDERS) :] + CONTENDERS[: round_index % len(CONTENDERS)]
+            shift = round_index % len(contenders)
+            order = contenders[shift:] + contenders[:shift]
             for arch in archs:
                 for name in order:
                     progress(f"round {round_index + 1}/{args.rounds}: {arch}, {name}")

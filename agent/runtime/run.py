@@ -33,6 +33,8 @@ log = logging.getLogger("yolo_edge.agent")
 
 
 def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
+    # The imports are done: what their loading touched in the libraries is not needed again (code_pages).
+    release_startup_pages()
     source = open_configured_source(config)
     with ExitStack() as stack:
         stack.enter_context(source)
@@ -82,7 +84,7 @@ def command_run(config: AgentConfig, max_frames: int, dry_run: bool) -> int:
             hooks=hooks,
             stop=stop,
         )
-        # Started: the library code that importing and building the session touched is not needed again.
+        # Started: nor is what building the session and connecting touched.
         release_startup_pages()
         try:
             counters = loop.run()

@@ -1,4 +1,4 @@
-"""Library pages touched only while starting, unmapped once the agent has started.
+"""Library pages touched only while starting, unmapped after the imports and again once started.
 
 Importing numpy, cv2, onnxruntime and paho, and building an onnxruntime session (its kernel registry,
 the graph optimizers) reads some 60 MB of shared-library code and read-only data into the agent's
@@ -11,6 +11,8 @@ the pages in the page cache, where they are shared with other processes and recl
 ones the frame loop needs come back as minor faults on the first frame (about 16 MB, fault-around
 maps 64 KiB at a time). Mappings holding private copies (relocated data) are never touched: only
 those with no anonymous page, whose contents the file holds. Linux only; elsewhere it does nothing.
+YOLOv8s INT8 at 640: peak RSS 157 -> 116 MB, now the frame loop's own (steady 114 MB), of which the
+pages the frame loop uses from the libraries are about 23 MB.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ resident set, of which a frame loop then touches about 5 MB: YOLOv8s INT8 at 640
 resident after 30 frames, 5.4 MB of it referenced in the 20 frames before. The kernel keeps pages a
 process has mapped until memory runs short, so they counted in its RSS for as long as it ran.
 
-Unmapping them (MADV_DONTNEED on mappings of files that are neither writable nor written) leaves
+Unmapping them (MADV_DONTNEED on shared libraries' mappings that are neither writable nor written) leaves
 the pages in the page cache, where they are shared with other processes and reclaimed first; the
 ones the frame loop needs come back as minor faults on the first frame (about 16 MB, fault-around
 maps 64 KiB at a time). Mappings holding private copies (relocated data) are never touched: only
@@ -30,6 +30,9 @@ log = logging.getLogger("yolo_edge.memory")
 MADV_DONTNEED = 4  # Linux's asm-generic/mman-common.h
 SMAPS = Path("/proc/self/smaps")
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
+# Shared libraries only: nothing unmaps them while the agent runs (Python never unloads an extension), so
+# no other mapping can take their place between reading smaps and advising.
+_LIBRARY = re.compile(r"\.so(\.[0-9.]+)?$")
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,10 @@ class FileMapping:
 
     @property
     def droppable(self) -> bool:
-        """A file's pages that nobody wrote: the file holds them, so unmapping loses nothing."""
+        """A shared library's pages that nobody wrote: the file holds them, so unmapping loses nothing."""
         return (
             self.path.startswith("/")
-            and not self.path.startswith("/dev/")
+            and _LIBRARY.search(self.path) is not None
             and "w" not in self.perms
             and self.anonymous_kb == 0
             and self.rss_kb > 0

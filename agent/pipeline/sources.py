@@ -40,10 +40,6 @@ JOIN_TIMEOUT_S = 1.0
 # backends' own read timeouts (capture.STREAM_TIMEOUT_MS, V4L2's select), which turn most stalls into
 # a failed read first.
 STALL_TIMEOUT_S = 15.0
-# A file read ahead of the loop decodes between inferences (cpu_turns), waiting at most this long for one
-# to end, and checking this often meanwhile whether the loop ran out of frames.
-TURN_WAIT_S = 0.5
-TURN_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -316,22 +312,6 @@ class FrameSource:
             if cap is not None:
                 cap.release()
 
-    def _wait_for_a_turn(self, ended_before: int) -> None:
-        """Before decoding ahead of the loop: never during an inference that holds every core, and while the
-        loop runs inferences and still has a frame to work on, at the end of its next one, when the cores are
-        free while it postprocesses and letterboxes. ended_before: the inferences ended when the decode before
-        the last one began; a loop that ran none since (a still scene, motion gating) or has no frame left
-        is not kept waiting for one."""
-        ended = TURNS.ended
-        if ended == ended_before or self._buffer.empty():
-            TURNS.wait_until_free(TURN_WAIT_S)
-            return
-        deadline = time.monotonic() + TURN_WAIT_S
-        while not self._stop.is_set() and not self._buffer.empty():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or TURNS.wait_for_end_after(ended, min(remaining, TURN_POLL_S)):
-                return
-
     def _run_file(self, first: Capture | None, generation: int) -> None:
         cap = first
         frames_this_pass = 0
@@ -341,7 +321,8 @@ class FrameSource:
         try:
             while cap is not None and not self._stop.is_set():
                 if not self._period:
-                    self._wait_for_a_turn(ended_at_decodes[0])
+                    # A file read ahead of the loop decodes between inferences (agent/system/cpu_turns.py).
+                    TURNS.wait_for_a_turn(ended_at_decodes[0], self._buffer.empty, self._stop)
                     ended_at_decodes = (ended_at_decodes[1], TURNS.ended)
                 if not cap.grab():
                     cap.release()

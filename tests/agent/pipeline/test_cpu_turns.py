@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,23 @@ from agent.pipeline.sources import FrameSource
 from agent.system.cpu_turns import TURNS, CpuTurns
 
 FRAMES = 12
-# The consumer's phases, as long as a reader that does not wait would land in them: its grabs take microseconds.
-LETTERBOX_S = 0.02
+# How long each inference gives a reader that does not wait its turn to decode in it (its grabs take
+# microseconds), and how long the loop's postprocess waits at most for the reader's next decode.
 INFERENCE_S = 0.03
-POSTPROCESS_S = 0.03
+GRAB_WAIT_S = 2.0
 
 
 class CountingCapture:
     """A file of FRAMES tiny frames; each grab notes the consumer's phase at that moment."""
 
-    def __init__(self, phases: list[str], phase: list[str]) -> None:
+    def __init__(self, phases: list[str], phase: list[str], grabbed: threading.Condition) -> None:
         self.left = FRAMES
-        self.phases, self.phase = phases, phase
+        self.phases, self.phase, self.grabbed = phases, phase, grabbed
 
     def grab(self) -> bool:
-        self.phases.append(self.phase[0])
+        with self.grabbed:
+            self.phases.append(self.phase[0])
+            self.grabbed.notify_all()
         self.left -= 1
         return self.left >= 0
 
@@ -42,9 +43,10 @@ class CountingCapture:
         pass
 
 
-def _file_source(phases: list[str], phase: list[str]) -> FrameSource:
-    first = CountingCapture(phases, phase)
-    backend = Backend("file", "counting file", False, lambda: CountingCapture(phases, phase))
+def _file_source(phases: list[str], phase: list[str], grabbed: threading.Condition | None = None) -> FrameSource:
+    grabbed = grabbed or threading.Condition()
+    first = CountingCapture(phases, phase, grabbed)
+    backend = Backend("file", "counting file", False, lambda: CountingCapture(phases, phase, grabbed))
     return FrameSource(backend, loop=False, fps=0.0, reconnect_max_s=1.0, first=first)
 
 
@@ -52,20 +54,23 @@ def test_the_reader_decodes_after_an_inference_never_during_one_and_every_frame_
     phases: list[str] = []
     phase = ["start"]
     delivered = 0
-    with _file_source(phases, phase) as source:
+    grabbed = threading.Condition()
+    with _file_source(phases, phase, grabbed) as source:
         while not source.ended:
             frame = source.read(2.0)
             if frame is None:
                 continue
             delivered += 1
-            # The consumer's work stands in for the agent's: sleeping is the work here, not a wait for something.
             phase[0] = "letterbox"
-            time.sleep(LETTERBOX_S)
-            with TURNS.inference():
+            with TURNS.inference(), grabbed:
                 phase[0] = "inference"
-                time.sleep(INFERENCE_S)
-            phase[0] = "postprocess"
-            time.sleep(POSTPROCESS_S)
+                # A reader that decodes whenever there is room in its queue would do it now.
+                grabbed.wait_for(lambda: len(phases) > FRAMES, INFERENCE_S)
+            with grabbed:
+                phase[0] = "postprocess"
+                before = len(phases)
+                # The reader's turn: its next decode comes now, unless it read the whole file already.
+                grabbed.wait_for(lambda b=before: len(phases) > b or len(phases) > FRAMES, GRAB_WAIT_S)
     assert delivered == FRAMES
     assert len(phases) == FRAMES + 1  # the last grab finds the end
     assert "inference" not in phases, phases
